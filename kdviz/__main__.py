@@ -1,0 +1,7 @@
+"""`python -m kdviz`: the command line."""
+
+import sys
+
+from kdviz.cli import main
+
+sys.exit(main())

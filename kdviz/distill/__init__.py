@@ -1,0 +1,48 @@
+"""Distillation: pure losses, the method registry, and the trainer."""
+
+from kdviz.distill import methods as _methods  # noqa: F401  (registers the built-in methods)
+from kdviz.distill.registry import (
+    Batch,
+    Hyperparameter,
+    Method,
+    MethodCard,
+    MethodError,
+    get_method,
+    list_methods,
+    method_class,
+    register_method,
+    resolve_hparams,
+)
+from kdviz.distill.trainer import (
+    EpochReport,
+    Run,
+    TrainConfig,
+    TrainingCancelled,
+    fit,
+    load_run,
+    predict_logits,
+    summarize,
+    train,
+)
+
+__all__ = [
+    "Batch",
+    "EpochReport",
+    "Hyperparameter",
+    "Method",
+    "MethodCard",
+    "MethodError",
+    "Run",
+    "TrainConfig",
+    "TrainingCancelled",
+    "fit",
+    "get_method",
+    "list_methods",
+    "load_run",
+    "method_class",
+    "predict_logits",
+    "register_method",
+    "resolve_hparams",
+    "summarize",
+    "train",
+]

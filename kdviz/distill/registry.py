@@ -1,0 +1,140 @@
+"""The method registry: each distillation method is a small `Method` class with a card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from kdviz.distill.trainer import TrainContext
+
+
+class MethodError(ValueError):
+    """An unknown method, an unknown hyperparameter, or a requirement the setup cannot serve."""
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter: its usual value, a short description and its allowed range."""
+
+    default: float
+    description: str
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What the app and `kdviz methods` show about a method."""
+
+    title: str
+    paper: str
+    formula: str
+    claim: str
+    family: str
+
+
+@dataclass
+class Batch:
+    """One training step's inputs: sample indices into the train split and their tensors."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+    epoch: int = 1
+    step: int = 0
+
+
+@dataclass
+class Method:
+    """Base class: subclasses set the class attributes and implement `loss_terms`.
+
+    `loss_terms` returns *weighted* named terms; the training loss is their sum, and the app
+    plots each term. `needs_teacher` methods receive the teacher's logits for the batch
+    (computed once per run and cached when the inputs do not change between epochs).
+    """
+
+    name: ClassVar[str]
+    card: ClassVar[MethodCard]
+    hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    needs_teacher: ClassVar[bool] = False
+    same_architecture_teacher: ClassVar[bool] = False
+
+    hparams: dict[str, float] = field(default_factory=dict)
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Check requirements against the run's setup; called once before training."""
+        if self.needs_teacher and ctx.teacher is None:
+            raise MethodError(f"method {self.name!r} needs a teacher: pass a finished teacher run")
+        teacher_spec = getattr(ctx.teacher, "spec", None)
+        if self.same_architecture_teacher and ctx.teacher is not None and teacher_spec != ctx.student.spec:
+            raise MethodError(
+                f"method {self.name!r} needs a teacher of the student's own architecture; "
+                f"got teacher {teacher_spec} and student {ctx.student.spec}"
+            )
+
+    def extra_modules(self) -> list[nn.Module]:
+        """Trainable modules the method adds (e.g. a hint regressor); trained with the student."""
+        return []
+
+    def loss_terms(self, ctx: TrainContext, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_epoch_end(self, ctx: TrainContext, epoch: int) -> None:
+        """Hook for methods with per-epoch state (e.g. progressive self-targets)."""
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a `Method` subclass to the registry under `cls.name`."""
+    if cls.name in _METHODS:
+        raise MethodError(f"method {cls.name!r} is registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def list_methods() -> list[type[Method]]:
+    """Registered method classes, in registration order."""
+    return list(_METHODS.values())
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _METHODS:
+        raise MethodError(f"unknown method {name!r}; valid methods: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def resolve_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, float]:
+    """The method's defaults overridden by `hparams`, validated (names, numbers, ranges)."""
+    cls = method_class(name)
+    hparams = dict(hparams or {})
+    unknown = sorted(set(hparams) - set(cls.hyperparameters))
+    if unknown:
+        valid = ", ".join(cls.hyperparameters) or "none"
+        raise MethodError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {name!r}; valid: {valid}")
+    resolved: dict[str, float] = {}
+    for key, spec in cls.hyperparameters.items():
+        value = hparams.get(key, spec.default)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise MethodError(f"hyperparameter {key!r} of method {name!r} must be a number, got {value!r}") from None
+        if value != value:  # NaN
+            raise MethodError(f"hyperparameter {key!r} of method {name!r} must be a number, got NaN")
+        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+            raise MethodError(
+                f"hyperparameter {key!r} of method {name!r} must be in [{spec.low}, {spec.high}], got {value}"
+            )
+        resolved[key] = value
+    return resolved
+
+
+def get_method(name: str, hparams: dict[str, Any] | None = None) -> Method:
+    """An instance of the registered method `name` with validated hyperparameters."""
+    return method_class(name)(hparams=resolve_hparams(name, hparams))

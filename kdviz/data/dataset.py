@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -98,7 +99,9 @@ class Dataset:
                 moved[key] = value.to(device)
             elif key == "extra_splits":
                 moved[key] = {
-                    name: Split(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.__dict__.items()})
+                    name: Split(
+                        **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.__dict__.items()}
+                    )
                     for name, s in value.items()
                 }
             else:

@@ -1,0 +1,132 @@
+"""Concept quantification (Cheng et al., 2020) on models whose features depend only on known pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kdviz.analysis.concepts import HALF_LOG_2PIE, concept_dynamics, quantify_concepts, weight_path_length
+
+FAST = {"grid": 4, "steps": 40, "n_noise_samples": 4, "lr": 0.1}
+
+
+class PatternModel(nn.Module):
+    """Feature = conv(x ⊙ pattern): only pixels where `pattern` is 1 can influence it."""
+
+    def __init__(self, pattern: torch.Tensor, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.register_buffer("pattern", pattern.float())
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x * self.pattern).mean(dim=(2, 3)))
+
+
+def _square_masks(n: int = 2, size: int = 16) -> torch.Tensor:
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, 4:12, 4:12] = True  # the central 2×2 cells of a 4×4 grid of 4×4-pixel cells
+    return masks
+
+
+def _images(n: int = 2, size: int = 16) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_foreground_only_model_has_low_foreground_entropy_and_foreground_concepts():
+    masks = _square_masks()
+    model = PatternModel(masks[0])
+    result = quantify_concepts(model, _images(), masks, "conv", **FAST)
+    assert result.entropy_maps.shape == (2, 4, 4)
+    foreground = result.foreground_regions
+    assert foreground.sum() == 2 * 4 and foreground[:, 1:3, 1:3].all()
+    fg_entropy = result.entropy_maps[foreground].max()
+    bg_entropy = result.entropy_maps[~foreground].min()
+    assert fg_entropy < bg_entropy - 1.0
+    np.testing.assert_array_equal(result.concept_masks, foreground)
+    np.testing.assert_array_equal(result.n_foreground, [4, 4])
+    np.testing.assert_array_equal(result.n_background, [0, 0])
+    np.testing.assert_allclose(result.ratio, 1.0)
+    assert result.summary() == {"n_foreground": 4.0, "n_background": 0.0, "ratio": 1.0, "n_images": 2}
+    assert (result.lagrange_multiplier > 0).all() and (result.distortion >= 0).all()
+
+
+def test_target_entropy_is_reached_exactly():
+    masks = _square_masks()
+    result = quantify_concepts(PatternModel(masks[0]), _images(), masks, "conv", target_entropy=0.4, **FAST)
+    np.testing.assert_allclose(result.mean_entropy, 0.4, atol=1e-5)
+    # Entropy per value is log σ + ½·log(2πe): the map's mean of (H − const) is the mean log σ.
+    np.testing.assert_allclose((result.entropy_maps - HALF_LOG_2PIE).mean(axis=(1, 2)), 0.4 - HALF_LOG_2PIE, atol=1e-5)
+
+
+def test_background_model_gives_background_concepts_and_zero_ratio():
+    masks = _square_masks()
+    model = PatternModel(~masks[0])
+    result = quantify_concepts(model, _images(), masks, "conv", **FAST)
+    # Background regions now carry all the information: none of them sits below the background
+    # mean by b, and the foreground (ignored) regions are noisier still: no foreground concepts.
+    np.testing.assert_array_equal(result.n_foreground, [0, 0])
+    assert result.entropy_maps[result.foreground_regions].min() > result.entropy_maps[~result.foreground_regions].max()
+
+
+def test_same_seed_same_result_and_frame_columns():
+    masks = _square_masks()
+    model = PatternModel(masks[0])
+    first = quantify_concepts(model, _images(), masks, "conv", **FAST)
+    again = quantify_concepts(model, _images(), masks, "conv", **FAST)
+    np.testing.assert_array_equal(first.entropy_maps, again.entropy_maps)
+    assert list(first.to_frame().columns) == [
+        "n_foreground",
+        "n_background",
+        "ratio",
+        "mean_entropy",
+        "background_entropy",
+        "distortion",
+    ]
+
+
+def test_bad_inputs_raise():
+    masks = _square_masks()
+    model = PatternModel(masks[0])
+    with pytest.raises(
+        ValueError, match=r"masks have shape \(2, 8, 8\) but images need N×H×W masks of shape \(2, 16, 16\)"
+    ):
+        quantify_concepts(model, _images(), torch.zeros(2, 8, 8, dtype=torch.bool), "conv")
+    with pytest.raises(ValueError, match="unknown layer 'block9'"):
+        quantify_concepts(model, _images(), masks, "block9")
+    with pytest.raises(ValueError, match="grid 32×32 does not fit 16×16 images"):
+        quantify_concepts(model, _images(), masks, "conv", grid=32)
+    with pytest.raises(ValueError, match="images must be N×C×H×W"):
+        quantify_concepts(model, torch.zeros(3, 16, 16), masks, "conv")
+    with pytest.raises(ValueError, match="images contains NaN"):
+        quantify_concepts(model, torch.full((2, 3, 16, 16), float("nan")), masks, "conv")
+
+
+def test_weight_path_length_by_hand():
+    weights = [np.array([3.0, 4.0]), np.array([6.0, 8.0]), np.array([6.0, 8.0]), np.array([6.0, 5.0])]
+    np.testing.assert_allclose(weight_path_length(weights), [0.0, 1.0, 1.0, 1.6])
+    with pytest.raises(ValueError, match="different numbers of weights"):
+        weight_path_length([np.ones(2), np.ones(3)])
+
+
+def test_concept_dynamics_peak_speed_and_stability():
+    masks = _square_masks()
+    top, whole, bottom = torch.zeros(16, 16), masks[0].float(), torch.zeros(16, 16)
+    top[4:8, 4:12] = 1.0  # top row of foreground cells
+    bottom[8:12, 4:12] = 1.0  # bottom row
+    models = {0: PatternModel(top), 1: PatternModel(whole), 2: PatternModel(bottom)}
+    weights = [np.array([3.0, 4.0]), np.array([6.0, 8.0]), np.array([6.0, 5.0])]
+    dynamics = concept_dynamics(models, _images(), masks, "conv", weights, **FAST)
+    np.testing.assert_array_equal(dynamics.n_foreground, [[2, 2], [4, 4], [2, 2]])
+    assert dynamics.peak_epoch == [1, 1]
+    np.testing.assert_allclose(dynamics.weight_distance, [0.0, 1.0, 1.6])
+    assert dynamics.d_mean == pytest.approx(1.0) and dynamics.d_std == pytest.approx(0.0)
+    np.testing.assert_allclose(dynamics.stability, [0.5, 0.5])  # 2 kept of 4 ever found
+    assert dynamics.rho == pytest.approx(0.5)
+    table = dynamics.to_frame()
+    assert list(table["epoch"]) == [0, 1, 2] and list(table["n_foreground"]) == [2.0, 4.0, 2.0]
+    with pytest.raises(ValueError, match="weights_by_epoch has 2 checkpoints but models_by_epoch has 3"):
+        concept_dynamics(models, _images(), masks, "conv", weights[:2], **FAST)

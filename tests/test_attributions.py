@@ -287,3 +287,139 @@ def test_localization_rejects_wrong_mask_shape():
         localization(np.ones((2, 3, 4, 4)), np.ones((2, 8, 8), dtype=bool))
     with pytest.raises(ValueError, match="masks must be boolean"):
         localization(np.ones((1, 2, 2)), np.full((1, 2, 2), 0.5))
+
+
+# --------------------------------------------------------------------------- dtypes, devices, memory bounds
+
+
+def test_float64_arrays_are_cast_to_the_model_dtype():
+    model = TinyCNN()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    for method in ("saliency", "integrated_gradients", "grad_cam"):
+        expected = attribute(model, x, 1, method)
+        from_numpy = attribute(model, x.double().numpy(), np.array([1, 1]), method)
+        assert from_numpy.dtype == torch.float32
+        torch.testing.assert_close(from_numpy, expected, rtol=0, atol=1e-6)
+
+
+class _BatchRecorder(nn.Module):
+    """Linear model that records the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("integrated_gradients", {"n_steps": 8}),
+        ("gradient_shap", {"n_samples": 5}),
+        ("occlusion", {"perturbations_per_eval": 4}),
+        ("saliency", {}),
+    ],
+)
+def test_no_forward_pass_exceeds_internal_batch_size(method, options):
+    model = _BatchRecorder()
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    small = attribute(model, x, 0, method, internal_batch_size=16, **options)
+    assert max(model.sizes) <= 16 and sum(model.sizes) >= 30
+    if method != "gradient_shap":  # its random draws depend on the chunking; the others do not
+        torch.testing.assert_close(small, attribute(model, x, 0, method, internal_batch_size=1000, **options))
+
+
+def test_integrated_gradients_completeness_on_a_cnn():
+    # Sum of attributions = logit(x) - logit(baseline), up to the quadrature error.
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    attr = attribute(model, x, 2, "integrated_gradients", n_steps=64)
+    with torch.no_grad():
+        gap = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    torch.testing.assert_close(attr.flatten(1).sum(1), gap, rtol=1e-2, atol=1e-3)
+
+
+def test_bad_baselines_inputs_and_options():
+    model = _linear()
+    x = torch.randn(2, 5)
+    with pytest.raises(ValueError, match=r"baselines of shape \(1, 4\) do not match inputs of shape \(2, 5\)"):
+        attribute(model, x, 0, "integrated_gradients", baselines=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="baselines contains NaN"):
+        attribute(model, x, 0, "deeplift", baselines=torch.full((1, 5), float("nan")))
+    with pytest.raises(ValueError, match="baselines must be a finite number"):
+        attribute(model, x, 0, "occlusion", baselines=float("inf"))
+    with pytest.raises(ValueError, match=r"inputs must have a sample axis \(N×…\), got shape \(5,\)"):
+        attribute(model, torch.randn(5), 0, "saliency")
+    with pytest.raises(ValueError, match="integrated_gradients option n_steps must be a positive integer, got 0"):
+        attribute(model, x, 0, "integrated_gradients", n_steps=0)
+    with pytest.raises(ValueError, match="target must be an int or integer class indices"):
+        attribute(model, x, 0.5, "saliency")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_and_model_on_different_devices():
+    torch.manual_seed(0)
+    model = TinyCNN()
+    x = torch.randn(3, 3, 8, 8)
+    on_cpu = attribute(model, x, 1, "integrated_gradients")
+    from_cuda_inputs = attribute(model, x.cuda(), torch.tensor([1, 1, 1], device="cuda"), "integrated_gradients")
+    on_gpu = attribute(model.cuda(), x, 1, "integrated_gradients")
+    assert from_cuda_inputs.device.type == "cpu" and on_gpu.device.type == "cpu"
+    torch.testing.assert_close(from_cuda_inputs, on_cpu)
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-5)
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool, device="cuda")
+    masks[:, :4] = True
+    assert localization(on_gpu.cuda(), masks).shape == (3, 2)
+    assert attribution_agreement(on_gpu.cuda(), on_cpu).shape == (3, 3)
+
+
+def test_topk_overlap_of_a_constant_map_is_nan():
+    a = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    table = attribution_agreement(a, np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]), k=0.5)
+    assert table.loc[0].isna().all()  # spearman, topk_iou and cosine are all undefined for a zero map
+    assert table.loc[1, "topk_iou"] == 1.0
+
+
+def test_agreement_and_localization_accept_torch_and_pool_image_channels():
+    attr = torch.zeros(1, 3, 2, 2)
+    attr[0, :, 0, 0] = torch.tensor([1.0, 2.0, -0.5])  # channels sum to 2.5 at (0, 0)
+    attr[0, 1, 1, 1] = 1.0
+    mask = torch.tensor([[[True, False], [False, False]]])
+    table = localization(attr, mask)
+    assert table.loc[0, "relevance_mass"] == pytest.approx(2.5 / 3.5)
+    assert table.loc[0, "pointing_hit"] == 1.0
+    # |a| summed over channels: 3.5 at (0, 0), 1 at (1, 1)
+    agreement = attribution_agreement(attr, attr.flip(-1), k=0.25)
+    assert agreement.loc[0, "cosine"] == pytest.approx(0.0) and agreement.loc[0, "topk_iou"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("attr", "masks", "message"),
+    [
+        (np.zeros((0, 4, 4)), np.zeros((0, 4, 4), dtype=bool), r"attr is empty \(shape \(0, 4, 4\)\)"),
+        (np.full((1, 4, 4), np.nan), np.ones((1, 4, 4), dtype=bool), "attr contains NaN"),
+        (np.ones((3, 4, 4)), np.ones((2, 4, 4), dtype=bool), r"masks have shape \(2, 4, 4\) but the attributions"),
+        (np.ones((2, 3, 4, 4)), np.ones((2, 1, 4, 4), dtype=bool), r"masks have shape \(2, 1, 4, 4\)"),
+        (np.ones(4), np.ones(4, dtype=bool), "attr must have a sample axis"),
+    ],
+)
+def test_localization_bad_inputs(attr, masks, message):
+    with pytest.raises(ValueError, match=message):
+        localization(attr, masks)
+
+
+def test_bad_agreement_inputs_and_summary_columns():
+    with pytest.raises(ValueError, match="attr_a is empty"):
+        attribution_agreement(np.zeros((0, 4)), np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"attr_a has shape \(3, 4\) but attr_b has shape \(2, 4\)"):
+        attribution_agreement(np.ones((3, 4)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="per_sample lacks column\\(s\\) pointing_hit"):
+        localization_summary(localization(np.ones((1, 2, 2)), np.ones((1, 2, 2))).drop(columns="pointing_hit"))
+    with pytest.raises(ValueError, match="mode must be 'positive' or 'absolute'"):
+        localization(np.ones((1, 2, 2)), np.ones((1, 2, 2)), mode="signed")

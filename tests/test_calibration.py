@@ -309,3 +309,54 @@ def test_cuda_tensors_give_the_cpu_numbers():
     assert nll(cuda_probs.half(), cuda_labels) == pytest.approx(nll(probs, labels), abs=1e-2)
     logits = torch.log(cuda_probs) * 2
     assert TemperatureScaler().fit(logits, cuda_labels).temperature == pytest.approx(2.0, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("truth", "model", "message"),
+    [
+        (np.array([[0.6, 0.4]] * 3), np.array([[0.5, 0.5]] * 2), "length mismatch: true_posterior=3, probs=2"),
+        (np.array([[0.6, 0.5]]), np.array([[0.5, 0.5]]), "true_posterior rows must sum to 1"),
+        (np.array([[0.6, 0.4]]), np.array([[np.nan, 0.5]]), "probs contains NaN"),
+        (np.zeros((0, 2)), np.zeros((0, 2)), "true_posterior is empty"),
+    ],
+)
+def test_posterior_metrics_bad_inputs(truth, model, message):
+    for metric in (posterior_kl, overconfidence_on_ambiguous):
+        with pytest.raises(ValueError, match=message):
+            metric(truth, model)
+
+
+def test_bootstrap_and_temperature_bad_inputs():
+    with pytest.raises(ValueError, match="length mismatch: probs=2, labels=1"):
+        bootstrap_ci(nll, GOOD, [0])
+    with pytest.raises(ValueError, match="probs rows must sum to 1"):
+        bootstrap_ci(nll, GOOD * 2, [0, 1])
+    with pytest.raises(ValueError, match="logits is empty"):
+        TemperatureScaler().fit(np.zeros((0, 3)), [])
+    with pytest.raises(ValueError, match="logits has 1 columns; need at least 2"):
+        TemperatureScaler().fit(np.zeros((2, 1)), [0, 0])
+    with pytest.raises(ValueError, match="labels has out-of-range class index 3"):
+        TemperatureScaler().fit(np.zeros((2, 3)), [0, 3])
+    scaler = TemperatureScaler().fit(np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), [0, 1, 1])
+    with pytest.raises(ValueError, match="logits contains infinite values"):
+        scaler.transform(np.array([[np.inf, 0.0]]))
+
+
+def test_transform_is_softmax_of_logits_over_temperature():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    scaler = TemperatureScaler()
+    scaler.temperature = 2.0
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    np.testing.assert_allclose(scaler.transform(torch.tensor(logits)), expected, rtol=1e-12)
+
+
+def test_gaussians_true_posterior_against_a_model():
+    from kdviz.data import load_dataset
+
+    data = load_dataset("gaussians")
+    truth, labels = data.true_posterior_test, data.y_test
+    assert posterior_kl(truth, truth) == 0.0
+    too_sharp = torch.softmax(10 * torch.log(truth.double().clamp_min(1e-12)), dim=1)  # same argmax, over-confident
+    assert posterior_kl(truth, too_sharp) > 0.05
+    assert overconfidence_on_ambiguous(truth, too_sharp) > 0.1
+    assert nll(too_sharp, labels) > nll(truth, labels)

@@ -130,3 +130,54 @@ def test_concept_dynamics_peak_speed_and_stability():
     assert list(table["epoch"]) == [0, 1, 2] and list(table["n_foreground"]) == [2.0, 4.0, 2.0]
     with pytest.raises(ValueError, match="weights_by_epoch has 2 checkpoints but models_by_epoch has 3"):
         concept_dynamics(models, _images(), masks, "conv", weights[:2], **FAST)
+
+
+def test_more_bad_inputs_name_the_problem():
+    masks = _square_masks()
+    model = PatternModel(masks[0])
+    with pytest.raises(ValueError, match="images is empty"):
+        quantify_concepts(model, torch.zeros(0, 3, 16, 16), masks[:0], "conv")
+    with pytest.raises(ValueError, match=r"masks have shape \(1, 16, 16\) but images need .* \(2, 16, 16\)"):
+        quantify_concepts(model, _images(), masks[:1], "conv")
+    with pytest.raises(ValueError, match="masks must be boolean"):
+        quantify_concepts(model, _images(), masks.float() * 0.5, "conv")
+    with pytest.raises(ValueError, match="b \\(entropy margin below the background\\) must be >= 0"):
+        quantify_concepts(model, _images(), masks, "conv", b=-1)
+    with pytest.raises(ValueError, match="weights_by_epoch\\[1\\] contains NaN"):
+        weight_path_length([np.ones(2), np.array([1.0, np.nan])])
+    with pytest.raises(ValueError, match="weights_by_epoch is empty"):
+        weight_path_length([])
+    with pytest.raises(ValueError, match="models_by_epoch is empty"):
+        concept_dynamics([], _images(), masks, "conv")
+
+
+def test_numpy_float64_inputs_give_the_tensor_result():
+    masks = _square_masks()
+    model = PatternModel(masks[0])
+    from_tensors = quantify_concepts(model, _images(), masks, "conv", **FAST)
+    from_numpy = quantify_concepts(model, _images().double().numpy(), masks.numpy().astype(np.uint8), "conv", **FAST)
+    np.testing.assert_array_equal(from_numpy.entropy_maps, from_tensors.entropy_maps)
+    np.testing.assert_array_equal(from_numpy.n_foreground, from_tensors.n_foreground)
+
+
+def test_weight_path_length_of_state_dicts_skips_batchnorm_statistics():
+    first = {"w": torch.tensor([3.0, 4.0]), "bn.running_mean": torch.tensor([100.0]), "bn.num_batches_tracked": 5}
+    second = {"w": torch.tensor([6.0, 8.0]), "bn.running_mean": torch.tensor([-100.0]), "bn.num_batches_tracked": 9}
+    np.testing.assert_allclose(weight_path_length([first, second]), [0.0, 1.0])
+
+
+def test_result_does_not_depend_on_batch_size_and_noise_is_per_image():
+    masks = _square_masks(n=3)
+    model = PatternModel(masks[0])
+    images = _images(n=3)
+    together = quantify_concepts(model, images, masks, "conv", **FAST)
+    one_by_one = quantify_concepts(model, images, masks, "conv", batch_size=1, **FAST)
+    np.testing.assert_allclose(one_by_one.entropy_maps, together.entropy_maps, atol=1e-5)
+    np.testing.assert_allclose(one_by_one.distortion, together.distortion, rtol=1e-4)
+    # The first two images alone get the same maps (same per-image noise, same σ_f² passed in).
+    first_two = quantify_concepts(
+        model, images[:2], masks[:2], "conv", feature_variance=together.feature_variance, **FAST
+    )
+    np.testing.assert_allclose(first_two.entropy_maps, together.entropy_maps[:2], atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size \\(images optimised together\\) must be positive"):
+        quantify_concepts(model, images, masks, "conv", batch_size=0)

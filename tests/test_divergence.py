@@ -80,3 +80,10 @@ def test_ties_keep_sample_order_and_torch_inputs_work():
 def test_bad_inputs(teacher, student, labels, message):
     with pytest.raises(ValueError, match=message):
         rank_divergence(teacher, student, np.asarray(labels))
+
+
+def test_nan_and_wrong_rank_inputs():
+    with pytest.raises(ValueError, match="student_probs contains NaN"):
+        rank_divergence(TEACHER, np.where(STUDENT == 0.9, np.nan, STUDENT), LABELS)
+    with pytest.raises(ValueError, match="labels must be 1-D"):
+        rank_divergence(TEACHER, STUDENT, LABELS[:, None])

@@ -101,3 +101,36 @@ def test_per_class_bad_labels():
         kl_per_class(TEACHER, STUDENT, [0, 1, 2, 3])
     with pytest.raises(ValueError, match="class_names has 2 entries but the probabilities have 3 classes"):
         kl_per_class(TEACHER, STUDENT, LABELS, class_names=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        kl_per_sample,
+        lambda t, s: agreement_per_class(t, s, LABELS[: len(t)] if len(t) <= 4 else np.zeros(len(t), int)),
+        lambda t, s: kl_per_class(t, s, LABELS[: len(t)] if len(t) <= 4 else np.zeros(len(t), int)),
+    ],
+    ids=["kl_per_sample", "agreement_per_class", "kl_per_class"],
+)
+@pytest.mark.parametrize(
+    ("teacher", "student", "message"),
+    [
+        (TEACHER, STUDENT[:3], "length mismatch: teacher_probs=4, student_probs=3"),
+        (TEACHER, STUDENT * 0.5, "student_probs rows must sum to 1"),
+        (np.where(TEACHER == 0.8, np.inf, TEACHER), STUDENT, "teacher_probs contains infinite values"),
+        (TEACHER[0], STUDENT[0], "teacher_probs must be 2-D"),
+    ],
+)
+def test_every_fidelity_function_rejects_bad_probabilities(function, teacher, student, message):
+    with pytest.raises(ValueError, match=message):
+        function(teacher, student)
+
+
+def test_agreement_of_a_model_with_itself_is_one_and_kl_zero():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4)
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.randn(50, 5)), dim=1)
+    assert agreement(probs, probs.clone()) == 1.0
+    assert kl_divergence(probs, probs.clone()) == 0.0
+    assert (agreement_per_class(probs, probs, probs.argmax(1))["agreement"].dropna() == 1.0).all()

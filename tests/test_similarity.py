@@ -220,3 +220,28 @@ def test_cka_matrix_constant_layer_is_nan_not_an_error():
     assert cka_matrix(teacher, teacher, x).notna().all().all()
     with pytest.raises(ValueError, match="has zero variance"):
         linear_cka(extract_features(student, x)["body.hidden1"], x)
+
+
+def test_cka_models_bad_inputs_and_float64_inputs():
+    teacher, student, x = _pair()
+    with pytest.raises(ValueError, match="inputs contains NaN or infinite values"):
+        cka_matrix(teacher, student, torch.full((5, 4), float("nan")))
+    with pytest.raises(ValueError, match="inputs is empty"):
+        cka_matrix(teacher, student, torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="inputs contains NaN"):
+        cka_across_checkpoints([student], np.full((5, 4), np.nan), "body.hidden1")
+    with pytest.raises(ValueError, match="inputs has 3 samples; need at least 4"):
+        cka_matrix(teacher, student, x[:3], debiased=True)
+    # float64 arrays and tensors run on float32 models and give the float32 numbers
+    expected = cka_matrix(teacher, student, x)
+    np.testing.assert_allclose(cka_matrix(teacher, student, x.double()).to_numpy(), expected.to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        cka_matrix(teacher, student, x.double().numpy()).to_numpy(), expected.to_numpy(), atol=1e-12
+    )
+
+
+def test_debiased_cka_bad_inputs():
+    with pytest.raises(ValueError, match="length mismatch: X=6, Y=5"):
+        debiased_cka(np.random.default_rng(0).normal(size=(6, 2)), np.ones((5, 2)))
+    with pytest.raises(ValueError, match="Y contains NaN"):
+        debiased_cka(np.eye(5), np.full((5, 2), np.nan))

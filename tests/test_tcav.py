@@ -52,6 +52,7 @@ def test_scores_are_valid_and_follow_the_concept_direction(setup):
         "cav_accuracy",
         "layer",
         "target_class",
+        "n_inputs",
     ]
     assert list(table["concept"]) == ["up", "down"]
     assert table["score"].between(0, 1).all() and table["random_score"].between(0, 1).all()
@@ -60,6 +61,7 @@ def test_scores_are_valid_and_follow_the_concept_direction(setup):
     up, down = table.iloc[0], table.iloc[1]
     assert up["score"] == 1.0 and down["score"] == 0.0
     assert up["cav_accuracy"] > 0.8
+    assert (table["n_inputs"] == 30).all()
     again = tcav_scores(model, "act", concepts, randoms, 1, inputs=inputs, n_random_sets=4, seed=0)
     assert table.equals(again)  # deterministic for a seed
 
@@ -86,9 +88,47 @@ def test_bad_inputs_raise(setup):
         tcav_scores(model, "act", concepts, randoms[:6], 1, inputs=inputs)
     with pytest.raises(ValueError, match="target_class 2 is out of range; the model has 2 outputs"):
         tcav_scores(model, "act", concepts, randoms, 2, inputs=inputs)
-    with pytest.raises(ValueError, match=r"concept 'up' examples have shape \(5,\) but inputs have shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"concept 'up' examples have shape \(5,\) but random_examples have .* \(6,\)"):
         tcav_scores(model, "act", {"up": torch.zeros(4, 5)}, randoms, 1, inputs=inputs)
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         tcav_scores(model, "nope", concepts, randoms, 1, inputs=inputs)
     with pytest.raises(ValueError, match="n_random_sets must be at least 2"):
         tcav_scores(model, "act", concepts, randoms, 1, inputs=inputs, n_random_sets=1)
+    with pytest.raises(ValueError, match="inputs contains NaN"):
+        tcav_scores(model, "act", concepts, randoms, 1, inputs=torch.full((3, 6), float("nan")))
+    with pytest.raises(ValueError, match=r"inputs needs at least 1 examples \(N×…\), got shape \(0, 6\)"):
+        tcav_scores(model, "act", concepts, randoms, 1, inputs=torch.zeros(0, 6))
+    with pytest.raises(ValueError, match=r"inputs examples have shape \(4,\) but random_examples have shape \(6,\)"):
+        tcav_scores(model, "act", concepts, randoms, 1, inputs=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="concept 'up' contains NaN"):
+        tcav_scores(model, "act", {"up": torch.full((4, 6), float("nan"))}, randoms, 1, inputs=inputs)
+    with pytest.raises(ValueError, match="concept_examples is empty"):
+        tcav_scores(model, "act", {}, randoms, 1, inputs=inputs)
+    with pytest.raises(ValueError, match="alpha \\(significance level\\) must be in \\(0, 1\\), got 5"):
+        tcav_scores(model, "act", concepts, randoms, 1, inputs=inputs, alpha=5)
+
+
+def test_issue_call_without_inputs_explains_the_random_examples(setup):
+    # tcav_scores(model, layer, concept_examples, random_examples, target_class): inputs default to
+    # the random examples, so the scores equal those with inputs=random_examples.
+    model, _, concepts, randoms = setup
+    default = tcav_scores(model, "act", concepts, randoms, 1, n_random_sets=2)
+    explicit = tcav_scores(model, "act", concepts, randoms, 1, randoms, n_random_sets=2)
+    assert default.equals(explicit)
+    assert (default["n_inputs"] == 50).all()
+    assert default.loc[0, "score"] > default.loc[1, "score"]  # "up" still pushes class 1 more than "down"
+
+
+def test_float64_numpy_examples_match_float32_tensors(setup):
+    model, inputs, concepts, randoms = setup
+    as_float32 = tcav_scores(model, "act", concepts, randoms, 1, inputs=inputs, n_random_sets=2)
+    as_numpy = tcav_scores(
+        model,
+        "act",
+        {name: v.double().numpy() for name, v in concepts.items()},
+        randoms.double().numpy(),
+        1,
+        inputs=inputs.double().numpy(),
+        n_random_sets=2,
+    )
+    assert as_numpy.equals(as_float32)

@@ -62,8 +62,10 @@ def check_finite(arr: np.ndarray, name: str) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         kind = "NaN" if np.isnan(arr).any() else "infinite values"
-        row = _first_bad_row(bad)
-        raise ValueError(f"{name} contains {kind} ({int(bad.sum())} non-finite entries, first at row {row})")
+        where = "index" if arr.ndim == 1 else "row"
+        raise ValueError(
+            f"{name} contains {kind} ({int(bad.sum())} non-finite entries, first at {where} {_first_bad_row(bad)})"
+        )
     return arr
 
 

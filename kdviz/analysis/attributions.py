@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from captum.attr import (
     DeepLift,
@@ -39,6 +40,16 @@ from captum.attr import (
 from torch import nn
 
 from kdviz.models.hooks import resolve_layer_names
+
+__all__ = [
+    "ATTRIBUTION_METHODS",
+    "AttributionMethod",
+    "attribute",
+    "default_occlusion_window",
+    "list_attribution_methods",
+    "module_lock",
+    "register_attribution_method",
+]
 
 # --------------------------------------------------------------------------- locking and model state
 
@@ -80,6 +91,30 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype of the model's first floating parameter (or buffer); float32 when it has none."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def to_model_inputs(inputs: Any, model: nn.Module) -> torch.Tensor:
+    """`inputs` (tensor on any device, array or nested list) as a detached tensor on the model's device and dtype.
+
+    Float64 numpy arrays and integer images are common in notebooks; a float32 model would reject
+    them with a dtype error deep inside its first layer, so they are cast here.
+    """
+    if isinstance(inputs, torch.Tensor):
+        x = inputs.detach()
+    else:
+        try:
+            x = torch.as_tensor(np.asarray(inputs))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"inputs could not be converted to a tensor: {err}") from err
+    return x.to(device=model_device(model), dtype=model_dtype(model))
 
 
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
@@ -201,8 +236,6 @@ def _gradient_shap(model, inputs, target, baselines, internal_batch_size, option
                 f"got {tuple(base.shape)}"
             )
     n_samples, n = options["n_samples"], inputs.shape[0]
-    if n_samples < 1:
-        raise ValueError(f"gradient_shap n_samples must be at least 1, got {n_samples}")
     draw = {"generator": generator, "device": "cpu"}
     picks = torch.randint(base.shape[0], (n_samples, n), **draw).to(inputs.device)
     noise = torch.randn((n_samples, *inputs.shape), dtype=inputs.dtype, **draw).to(inputs.device)
@@ -308,10 +341,8 @@ for _method in (
 # --------------------------------------------------------------------------- the call
 
 
-def _as_input_tensor(inputs: Any, device: torch.device) -> torch.Tensor:
-    x = torch.as_tensor(inputs)
-    if not torch.is_floating_point(x):
-        x = x.float()
+def _as_input_tensor(inputs: Any, model: nn.Module) -> torch.Tensor:
+    x = to_model_inputs(inputs, model)
     if x.ndim < 2:
         raise ValueError(
             f"inputs must have a sample axis (N×…), got shape {tuple(x.shape)}; for one sample use x[None]"
@@ -321,7 +352,7 @@ def _as_input_tensor(inputs: Any, device: torch.device) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"inputs contains NaN or infinite values ({int((~torch.isfinite(x)).sum())} entries)")
     # Asking for gradients up front spares the user captum's "did not require gradients" warning.
-    return x.detach().to(device).requires_grad_(True)
+    return x.requires_grad_(True)
 
 
 def _as_target(target: Any, n_samples: int, n_outputs: int, device: torch.device) -> torch.Tensor:
@@ -337,6 +368,17 @@ def _as_target(target: Any, n_samples: int, n_outputs: int, device: torch.device
         bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
         raise ValueError(f"target class {bad} is out of range; the model has {n_outputs} outputs (0..{n_outputs - 1})")
     return t
+
+
+def _points_per_sample(method: str, options: dict[str, Any]) -> int:
+    """Model inputs one sample turns into in a single forward pass of `method` (validating that option)."""
+    option = {"integrated_gradients": "n_steps", "gradient_shap": "n_samples", "occlusion": "perturbations_per_eval"}
+    if method not in option:
+        return 1
+    value = options[option[method]]
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{method} option {option[method]} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def attribute(
@@ -357,9 +399,10 @@ def attribute(
     ``grad_cam``, which returns N×H×W (images) or N×L (signals): a non-negative map (ReLU applied)
     bilinearly/linearly upsampled from the last conv layer. `baselines`: None (zeros), a number, or a
     tensor broadcastable to the inputs (gradient_shap: a B×… set of baselines to sample from).
-    `internal_batch_size` (None: `DEFAULT_INTERNAL_BATCH_SIZE`) bounds the memory of one pass:
-    integrated gradients passes it to captum (samples × steps per forward), the other methods split
-    the inputs into chunks of that many samples. Method
+    `internal_batch_size` (None: `DEFAULT_INTERNAL_BATCH_SIZE`) bounds the memory of one pass: no
+    forward pass sees more than that many model inputs (samples × interpolation steps for integrated
+    gradients, samples × draws for gradient_shap, samples × windows for occlusion; at least one
+    sample). Inputs are cast to the model's dtype and device. Method
     options (see `ATTRIBUTION_METHODS[name].defaults`) go in `options`; unknown ones raise.
     Deterministic for a given `seed` and batch size (gradient_shap draws with a seeded RNG). The
     model is put in eval mode for the call and restored; the per-module lock is held throughout.
@@ -374,10 +417,17 @@ def attribute(
     if internal_batch_size is not None and internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be a positive integer or None, got {internal_batch_size}")
     merged = {**spec.defaults, **options}
+    batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
+    # Samples per chunk such that one forward pass holds at most `batch_size` model inputs.
+    chunk_size = max(1, batch_size // _points_per_sample(method, merged))
     device = model_device(model)
-    x = _as_input_tensor(inputs, device)
+    x = _as_input_tensor(inputs, model)
     if baselines is not None and not isinstance(baselines, int | float):
-        baselines = torch.as_tensor(baselines, dtype=x.dtype, device=device)
+        baselines = to_model_inputs(baselines, model)
+        if not torch.isfinite(baselines).all():
+            raise ValueError("baselines contains NaN or infinite values")
+    elif isinstance(baselines, float) and not np.isfinite(baselines):
+        raise ValueError(f"baselines must be a finite number, got {baselines}")
 
     with module_lock(model), eval_mode(model):
         with torch.no_grad():
@@ -387,11 +437,7 @@ def attribute(
         targets = _as_target(target, x.shape[0], probe.shape[1], device)
         # A private generator: the global RNGs are shared with other threads.
         generator = torch.Generator().manual_seed(seed)
-        batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
-        if method == "integrated_gradients":  # captum batches the steps itself
-            chunks = [slice(0, x.shape[0])]
-        else:
-            chunks = [slice(i, i + batch_size) for i in range(0, x.shape[0], batch_size)]
+        chunks = [slice(i, i + chunk_size) for i in range(0, x.shape[0], chunk_size)]
         per_sample_baselines = isinstance(baselines, torch.Tensor) and baselines.ndim == x.ndim
         results = []
         for chunk in chunks:

@@ -27,8 +27,10 @@ import torch
 from torch import nn
 
 from kdviz.analysis._validate import as_numpy, check_finite
-from kdviz.analysis.attributions import eval_mode, model_device, module_lock
+from kdviz.analysis.attributions import eval_mode, model_device, model_dtype, module_lock
 from kdviz.models.hooks import FeatureTap
+
+__all__ = ["ConceptDynamics", "ConceptQuantification", "concept_dynamics", "quantify_concepts", "weight_path_length"]
 
 #: Differential entropy of N(0, 1) in nats: the entropy of one noisy input value is log σ + this.
 HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
@@ -95,7 +97,7 @@ def _grid_shape(grid: int | Sequence[int], height: int, width: int) -> tuple[int
 
 
 def _check_images_and_masks(images: Any, masks: Any) -> tuple[torch.Tensor, np.ndarray]:
-    x = torch.as_tensor(images).detach()
+    x = images.detach() if isinstance(images, torch.Tensor) else torch.as_tensor(as_numpy(images, "images"))
     if x.ndim != 4:
         raise ValueError(f"images must be N×C×H×W, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
@@ -134,6 +136,7 @@ def quantify_concepts(
     n_noise_samples: int = 4,
     feature_variance: float | None = None,
     seed: int = 0,
+    batch_size: int = 64,
 ) -> ConceptQuantification:
     """Entropy map, visual concepts and foreground/background concept counts of `layer` for each image.
 
@@ -146,11 +149,13 @@ def quantify_concepts(
     mean entropy of every image is held exactly at `target_entropy` (log σ is re-centred after each
     step), which solves the paper's Lagrangian for the λ at which the optimum has that entropy
     (reported as `lagrange_multiplier`); only the distortion term is then minimised, with Adam for
-    `steps` steps using `n_noise_samples` noise draws per image per step. The noise draws come from
-    a generator seeded with `seed`, so two models see the same noise. σ_f² (`feature_variance`,
-    the total variance E‖f(x) − E f(x)‖² of the layer over the given images) normalises the
-    distortion; pass it to fix the scale yourself (needed for one image, where it defaults to
-    E‖f(x)‖²).
+    `steps` steps using `n_noise_samples` noise draws per image per step. Each image's noise comes
+    from its own generator derived from `seed`, so two models see the same noise. Images are
+    optimised `batch_size` at a time (memory grows with `batch_size` × `n_noise_samples`); every
+    image has its own σ and Adam is elementwise, so the result does not depend on `batch_size`.
+    σ_f² (`feature_variance`, the total variance E‖f(x) − E f(x)‖² of the layer over the given
+    images) normalises the distortion; pass it to fix the scale yourself (needed for one image,
+    where it defaults to E‖f(x)‖²).
 
     Concepts: with H̄_bg the mean entropy of an image's background regions (regions with under half
     of their pixels in the mask), region r is a concept when H̄_bg − H_r > `b`; N_fg / N_bg count
@@ -172,13 +177,15 @@ def quantify_concepts(
         )
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size (images optimised together) must be positive, got {batch_size}")
     if not math.isfinite(target_entropy):
         raise ValueError(f"target_entropy must be a finite number of nats, got {target_entropy}")
     x, mask = _check_images_and_masks(images, masks)
     n_images, channels, height, width = x.shape
     grid_h, grid_w = _grid_shape(grid, height, width)
     device = model_device(model)
-    x = x.to(device)
+    x = x.to(device=device, dtype=model_dtype(model))
 
     rows, cols = _region_index(height, grid_h), _region_index(width, grid_w)
     region_of_pixel = rows[:, None] * grid_w + cols[None, :]  # H×W region ids
@@ -192,7 +199,9 @@ def quantify_concepts(
         # Re-centring keeps the pixel-weighted mean of log σ, hence the mean entropy, at the target.
         return theta - (theta * weights).sum(dim=(1, 2), keepdim=True) + centre
 
-    generator = torch.Generator().manual_seed(seed)
+    # One noise stream per image: results do not depend on `batch_size`, and two models (or two
+    # checkpoints) given the same images and seed see exactly the same noise.
+    noise_seeds = np.random.SeedSequence(seed).generate_state(n_images)
 
     with module_lock(model), eval_mode(model), FeatureTap(model, [layer]) as tap:
 
@@ -201,32 +210,44 @@ def quantify_concepts(
             return tap.features[layer].flatten(start_dim=1)
 
         with torch.no_grad():
-            clean = features(x)
+            clean = torch.cat([features(x[i : i + batch_size]) for i in range(0, n_images, batch_size)])
         if feature_variance is None:
             centred = clean - clean.mean(dim=0) if n_images > 1 else clean
             feature_variance = float(centred.pow(2).sum(dim=1).mean())
         if not feature_variance > 0:
             raise ValueError(f"layer {layer!r} has zero feature variance over these images; cannot normalise")
 
-        def distortion_of(log_sigma_grid: torch.Tensor) -> torch.Tensor:
-            sigma = log_sigma_grid[:, rows_t][:, :, cols_t].exp().unsqueeze(1)  # N×1×H×W
-            noise = torch.randn((n_noise_samples, *x.shape), generator=generator, dtype=x.dtype).to(device)
-            noisy = (x.unsqueeze(0) + sigma.unsqueeze(0) * noise).reshape(-1, channels, height, width)
-            change = features(noisy).reshape(n_noise_samples, n_images, -1) - clean.unsqueeze(0)
+        def distortion_of(log_sigma_grid, images_chunk, clean_chunk, generators) -> torch.Tensor:
+            sigma = log_sigma_grid[:, rows_t][:, :, cols_t].exp().unsqueeze(1)  # n×1×H×W
+            noise = torch.stack(
+                [torch.randn((n_noise_samples, *x.shape[1:]), generator=g, dtype=x.dtype) for g in generators], dim=1
+            ).to(device)
+            noisy = (images_chunk.unsqueeze(0) + sigma.unsqueeze(0) * noise).reshape(-1, channels, height, width)
+            change = features(noisy).reshape(n_noise_samples, len(images_chunk), -1) - clean_chunk.unsqueeze(0)
             return change.pow(2).sum(dim=2).mean(dim=0) / feature_variance  # one value per image
 
-        theta = torch.zeros((n_images, grid_h, grid_w), dtype=x.dtype, device=device, requires_grad=True)
-        optimizer = torch.optim.Adam([theta], lr=lr)
-        for _ in range(steps):
-            loss = distortion_of(log_sigma(theta)).sum()
-            (grad,) = torch.autograd.grad(loss, theta)
-            theta.grad = grad
-            optimizer.step()
-
-        # λ: at the constrained optimum ∂D/∂log σ_r = λ·∂H/∂log σ_r = λ·(values in region r).
-        final_log_sigma = log_sigma(theta.detach()).requires_grad_(True)
-        final_distortion = distortion_of(final_log_sigma)
-        (grad_log_sigma,) = torch.autograd.grad(final_distortion.sum(), final_log_sigma)
+        log_sigma_parts, distortion_parts, gradient_parts = [], [], []
+        for first in range(0, n_images, batch_size):
+            chunk = slice(first, first + batch_size)
+            images_chunk, clean_chunk = x[chunk], clean[chunk]
+            generators = [torch.Generator().manual_seed(int(word)) for word in noise_seeds[chunk]]
+            theta = torch.zeros((len(images_chunk), grid_h, grid_w), dtype=x.dtype, device=device, requires_grad=True)
+            optimizer = torch.optim.Adam([theta], lr=lr)
+            for _ in range(steps):
+                loss = distortion_of(log_sigma(theta), images_chunk, clean_chunk, generators).sum()
+                (grad,) = torch.autograd.grad(loss, theta)
+                theta.grad = grad
+                optimizer.step()
+            # λ: at the constrained optimum ∂D/∂log σ_r = λ·∂H/∂log σ_r = λ·(values in region r).
+            final_log_sigma = log_sigma(theta.detach()).requires_grad_(True)
+            final_distortion = distortion_of(final_log_sigma, images_chunk, clean_chunk, generators)
+            (grad_log_sigma,) = torch.autograd.grad(final_distortion.sum(), final_log_sigma)
+            log_sigma_parts.append(final_log_sigma.detach())
+            distortion_parts.append(final_distortion.detach())
+            gradient_parts.append(grad_log_sigma)
+    final_log_sigma = torch.cat(log_sigma_parts)
+    final_distortion = torch.cat(distortion_parts)
+    grad_log_sigma = torch.cat(gradient_parts)
     values_per_image = channels * height * width
     lagrange = (grad_log_sigma.sum(dim=(1, 2)) / values_per_image).cpu().numpy()
 
@@ -267,7 +288,7 @@ def quantify_concepts(
         distortion=final_distortion.detach().cpu().numpy().astype(np.float64),
         lagrange_multiplier=lagrange.astype(np.float64),
         feature_variance=float(feature_variance),
-        options={"steps": steps, "lr": lr, "n_noise_samples": n_noise_samples, "seed": seed},
+        options={"steps": steps, "lr": lr, "n_noise_samples": n_noise_samples, "seed": seed, "batch_size": batch_size},
     )
 
 

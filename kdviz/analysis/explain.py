@@ -10,9 +10,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdviz.analysis._validate import PROB_EPS
-from kdviz.analysis.attributions import attribute, eval_mode, model_device, module_lock
+from kdviz.analysis.attributions import attribute, eval_mode, module_lock, to_model_inputs
+from kdviz.analysis.fidelity import _kl_rows
 from kdviz.data.dataset import Dataset
+
+__all__ = ["DecisionGrid", "DivergenceExplanation", "explain_divergence"]
 
 
 @dataclass
@@ -21,7 +23,10 @@ class DecisionGrid:
 
     `x` (G) and `y` (G) are the grid coordinates (in the dataset's normalised units); the
     probability arrays are G×G×K indexed [row = y, column = x]; `*_class` are their argmaxes.
-    `point` is the explained sample.
+    `point` is the explained sample. `*_boundary_distance` says where the sample sits relative to
+    each model's decision boundary: the Euclidean distance from `point` to the nearest grid point
+    that the model assigns to another class than the sample's own prediction (accurate to about
+    one grid step; NaN when the whole grid gets that class).
     """
 
     x: np.ndarray
@@ -31,6 +36,8 @@ class DecisionGrid:
     teacher_class: np.ndarray
     student_class: np.ndarray
     point: np.ndarray
+    teacher_boundary_distance: float
+    student_boundary_distance: float
 
 
 @dataclass
@@ -72,10 +79,9 @@ class DivergenceExplanation:
 
 @torch.no_grad()
 def _probs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    device = model_device(model)
     with module_lock(model), eval_mode(model):
         parts = [
-            torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1).cpu()
+            torch.softmax(model(to_model_inputs(x[i : i + batch_size], model)).float(), dim=1).cpu()
             for i in range(0, len(x), batch_size)
         ]
     return torch.cat(parts).numpy().astype(np.float64)
@@ -84,11 +90,10 @@ def _probs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndar
 @torch.no_grad()
 def _embedding(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Penultimate features (`model.embed`), or the logits for a model without `embed`."""
-    device = model_device(model)
     embed = getattr(model, "embed", model)
     with module_lock(model), eval_mode(model):
         parts = [
-            embed(x[i : i + batch_size].to(device)).flatten(start_dim=1).float().cpu()
+            embed(to_model_inputs(x[i : i + batch_size], model)).flatten(start_dim=1).float().cpu()
             for i in range(0, len(x), batch_size)
         ]
     return torch.cat(parts)
@@ -111,7 +116,13 @@ def _neighbours(
 
 
 def _decision_grid(
-    teacher: nn.Module, student: nn.Module, x_train: torch.Tensor, point: torch.Tensor, size: int
+    teacher: nn.Module,
+    student: nn.Module,
+    x_train: torch.Tensor,
+    point: torch.Tensor,
+    size: int,
+    teacher_point_class: int,
+    student_point_class: int,
 ) -> DecisionGrid:
     both = torch.cat([x_train.float().cpu(), point.float().cpu()])
     low, high = both.min(dim=0).values, both.max(dim=0).values
@@ -119,9 +130,11 @@ def _decision_grid(
     xs = torch.linspace(float(low[0] - margin[0]), float(high[0] + margin[0]), size)
     ys = torch.linspace(float(low[1] - margin[1]), float(high[1] + margin[1]), size)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1).to(x_train.dtype)
+    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
     teacher_probs = _probs(teacher, points).reshape(size, size, -1)
     student_probs = _probs(student, points).reshape(size, size, -1)
+    point_xy = point[0].float().cpu().numpy().astype(np.float64)
+    grid_xy = points.double().numpy()
     return DecisionGrid(
         x=xs.numpy().astype(np.float64),
         y=ys.numpy().astype(np.float64),
@@ -129,8 +142,18 @@ def _decision_grid(
         student_probs=student_probs,
         teacher_class=teacher_probs.argmax(axis=2),
         student_class=student_probs.argmax(axis=2),
-        point=point[0].float().cpu().numpy().astype(np.float64),
+        point=point_xy,
+        teacher_boundary_distance=_boundary_distance(teacher_probs, int(teacher_point_class), grid_xy, point_xy),
+        student_boundary_distance=_boundary_distance(student_probs, int(student_point_class), grid_xy, point_xy),
     )
+
+
+def _boundary_distance(grid_probs: np.ndarray, point_class: int, grid_xy: np.ndarray, point_xy: np.ndarray) -> float:
+    """Distance from the point to the nearest grid point predicted as another class (NaN if none)."""
+    other = grid_probs.reshape(-1, grid_probs.shape[-1]).argmax(axis=1) != point_class
+    if not other.any():
+        return float("nan")
+    return float(np.linalg.norm(grid_xy[other] - point_xy, axis=1).min())
 
 
 def explain_divergence(
@@ -153,8 +176,12 @@ def explain_divergence(
     class) or a fixed class index. Neighbours are the `k_neighbours` nearest training samples in
     each model's `embed` space (logits for a model without `embed`). For 2-D point data,
     `decision_grid` holds both models' predictions on a `grid_size`² grid spanning the training
-    data (10% margin) and the sample. `kl_teacher_student` is KL(teacher‖student) in nats.
+    data (10% margin) and the sample, and each model's distance from the sample to its decision
+    boundary. `kl_teacher_student` is KL(teacher‖student) in nats. Models and dataset may live on
+    any devices; every returned array is on the CPU.
     """
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a kdviz Dataset (see kdviz.data.load_dataset), got {type(dataset).__name__}")
     x_split, y_split = dataset.split(split)
     n = len(x_split)
     if not (isinstance(index, int | np.integer) and 0 <= int(index) < n):
@@ -164,6 +191,9 @@ def explain_divergence(
         raise ValueError(
             f"k_neighbours must be in 1..{len(dataset.x_train)} (the training set size), got {k_neighbours}"
         )
+    draws_grid = dataset.input_kind == "points" and tuple(dataset.input_shape) == (2,)
+    if draws_grid and grid_size < 2:
+        raise ValueError(f"grid_size must be at least 2, got {grid_size}")
     sample = x_split[index : index + 1]
     label = int(y_split[index])
 
@@ -173,11 +203,7 @@ def explain_divergence(
         raise ValueError(
             f"teacher has {teacher_probs.shape[0]} outputs but student has {student_probs.shape[0]}; they must match"
         )
-    kl = float(
-        np.sum(
-            teacher_probs * (np.log(np.maximum(teacher_probs, PROB_EPS)) - np.log(np.maximum(student_probs, PROB_EPS)))
-        )
-    )
+    kl = float(_kl_rows(teacher_probs[None], student_probs[None])[0])
 
     def target_for(probs: np.ndarray) -> int:
         if target == "predicted":
@@ -197,10 +223,10 @@ def explain_divergence(
     shared = len(set(teacher_nn["train_index"]) & set(student_nn["train_index"]))
 
     grid = None
-    if dataset.input_kind == "points" and tuple(dataset.input_shape) == (2,):
-        if grid_size < 2:
-            raise ValueError(f"grid_size must be at least 2, got {grid_size}")
-        grid = _decision_grid(teacher, student, dataset.x_train, sample, grid_size)
+    if draws_grid:
+        grid = _decision_grid(
+            teacher, student, dataset.x_train, sample, grid_size, teacher_probs.argmax(), student_probs.argmax()
+        )
 
     return DivergenceExplanation(
         index=index,

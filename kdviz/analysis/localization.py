@@ -16,6 +16,8 @@ from scipy.stats import rankdata
 
 from kdviz.analysis._validate import as_numpy, check_finite
 
+__all__ = ["attribution_agreement", "localization", "localization_summary"]
+
 
 def _attribution_array(attr: Any, name: str) -> np.ndarray:
     arr = as_numpy(attr, name, dtype=np.float64)
@@ -44,7 +46,8 @@ def attribution_agreement(attr_a: Any, attr_b: Any, k: float = 0.1) -> pd.DataFr
     - ``spearman``: Spearman rank correlation of the absolute maps (ties get average ranks; NaN
       when either map is constant);
     - ``topk_iou``: intersection over union of the top ``k`` share of positions by absolute value
-      (``max(1, round(k·P))`` positions of P; ties broken by position order);
+      (``max(1, round(k·P))`` positions of P; ties broken by position order; NaN when either map
+      is constant, e.g. an all-zero Grad-CAM, since its "top" positions would be arbitrary);
     - ``cosine``: cosine similarity of the absolute maps (NaN when either map is all zero).
     """
     a = _attribution_array(attr_a, "attr_a")
@@ -71,6 +74,8 @@ def attribution_agreement(attr_a: Any, attr_b: Any, k: float = 0.1) -> pd.DataFr
     in_a[rows, top_a] = True
     in_b[rows, top_b] = True
     iou = (in_a & in_b).sum(axis=1) / (in_a | in_b).sum(axis=1)
+    constant = (a.max(axis=1) == a.min(axis=1)) | (b.max(axis=1) == b.min(axis=1))
+    iou = np.where(constant, np.nan, iou)
 
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

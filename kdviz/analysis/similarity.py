@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from kdviz.analysis._validate import as_numpy
+from kdviz.analysis.attributions import model_dtype, module_lock
 
 __all__ = ["cka_across_checkpoints", "cka_matrix", "debiased_cka", "linear_cka"]
 
@@ -153,20 +154,25 @@ def debiased_cka(X: Any, Y: Any) -> float:
 
 def _as_input_tensor(inputs: Any) -> torch.Tensor:
     if isinstance(inputs, torch.Tensor):
-        tensor = inputs
+        tensor = inputs.detach()
     else:
         tensor = torch.from_numpy(as_numpy(inputs, "inputs", dtype=np.float32))
     if tensor.ndim == 0 or tensor.shape[0] == 0:
         raise ValueError(f"inputs is empty (shape {tuple(tensor.shape)}); need at least 2 samples (4 for debiased CKA)")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"inputs contains NaN or infinite values ({int((~torch.isfinite(tensor)).sum())} entries)")
     return tensor
 
 
 def _layer_features(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | None, batch_size: int, who: str):
     from kdviz.models import extract_features  # deferred: keeps `import kdviz.analysis` light and cycle-free
 
-    features = extract_features(
-        model, inputs, layers=list(layers) if layers is not None else None, batch_size=batch_size
-    )
+    # Cast to the model's dtype (float64 arrays are common); the lock keeps other threads' hooks out.
+    inputs = inputs.to(dtype=model_dtype(model))
+    with module_lock(model):
+        features = extract_features(
+            model, inputs, layers=list(layers) if layers is not None else None, batch_size=batch_size
+        )
     names = list(layers) if layers is not None else list(features)
     centred: dict[str, _CenteredFeatures | None] = {}
     for name in names:

@@ -22,8 +22,11 @@ from scipy.stats import t as student_t
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from kdviz.analysis.attributions import eval_mode, model_device, module_lock
+from kdviz.analysis._validate import as_numpy
+from kdviz.analysis.attributions import eval_mode, model_device, model_dtype, module_lock
 from kdviz.models.hooks import resolve_layer_names
+
+__all__ = ["tcav_scores"]
 
 
 class SeededLinearClassifier(Classifier):
@@ -60,16 +63,20 @@ class SeededLinearClassifier(Classifier):
         return [int(c) for c in self.model.classes_]
 
 
-def _examples(value: Any, name: str, input_shape: tuple[int, ...] | None) -> torch.Tensor:
-    x = torch.as_tensor(value).detach()
-    if not torch.is_floating_point(x):
-        x = x.float()
-    if x.ndim < 2 or x.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 examples (N×…), got shape {tuple(x.shape)}")
+def _examples(
+    value: Any, name: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype, min_examples: int = 2
+) -> torch.Tensor:
+    """Examples as a finite tensor of the model's dtype (kept on their device; batches move later)."""
+    x = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(as_numpy(value, name))
+    if x.ndim < 2 or x.shape[0] < min_examples:
+        raise ValueError(f"{name} needs at least {min_examples} examples (N×…), got shape {tuple(x.shape)}")
+    x = x.to(dtype)
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if input_shape is not None and tuple(x.shape[1:]) != input_shape:
-        raise ValueError(f"{name} examples have shape {tuple(x.shape[1:])} but inputs have shape {input_shape}")
+        raise ValueError(
+            f"{name} examples have shape {tuple(x.shape[1:])} but random_examples have shape {input_shape}"
+        )
     return x
 
 
@@ -98,8 +105,8 @@ def tcav_scores(
     concept_examples: Mapping[str, Any] | Any,
     random_examples: Any,
     target_class: int,
+    inputs: Any = None,
     *,
-    inputs: Any,
     n_random_sets: int = 4,
     alpha: float = 0.05,
     seed: int = 0,
@@ -108,41 +115,53 @@ def tcav_scores(
 
     `concept_examples`: a mapping name → examples (N×…, same shape as the model's inputs), or one
     tensor (named "concept"). `random_examples` are split into `n_random_sets` + 1 disjoint random
-    concepts; `inputs` are the examples to explain (typically test inputs of `target_class`).
+    concepts. `inputs` are the examples whose directional derivatives are counted: Kim et al. define
+    the score over X_k, the inputs *labelled* `target_class`, so pass those (e.g. test images of
+    that class) to get the paper's TCAV score. When `inputs` is None, all `random_examples` are used:
+    without labels this is the least biased choice (the concept examples would be circular, as they
+    sit on the concept side of every CAV by construction, and a model's own predictions of the class
+    would give teacher and student different input sets); it then measures how the concept moves the
+    class logit over the random (reference) distribution, on the same inputs for every model, so
+    teacher and student scores stay paired.
+
     For each concept, CAVs against random_1..random_n give n scores (sign-count TCAV: share of
     `inputs` with a positive directional derivative of the target logit along the CAV); CAVs of
     random_0 against random_1..random_n give the null scores. Returns one row per concept:
     ``concept, score`` (mean of the n scores, in [0, 1]), ``score_std``, ``random_score`` (mean
     null score), ``p_value`` (two-sided Student t-test, concept scores vs null scores; NaN when
     both sets are constant), ``significant`` (p < `alpha`), ``cav_accuracy`` (mean held-out
-    accuracy of the concept's CAV classifiers), ``layer``, ``target_class``.
+    accuracy of the concept's CAV classifiers), ``layer``, ``target_class``, ``n_inputs``.
     CAVs are logistic regressions on the flattened activations with a seeded split, so results
     are deterministic for a `seed`; captum's activation files go to a temporary directory.
     """
     if n_random_sets < 2:
         raise ValueError(f"n_random_sets must be at least 2 for a t-test, got {n_random_sets}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha (significance level) must be in (0, 1), got {alpha}")
     layer_name = resolve_layer_names(model, [layer])[layer]
-    device = model_device(model)
-    x = _examples(inputs, "inputs", None)
-    input_shape = tuple(x.shape[1:])
+    device, dtype = model_device(model), model_dtype(model)
+    randoms = _examples(random_examples, "random_examples", None, dtype)
+    input_shape = tuple(randoms.shape[1:])
+    x = randoms if inputs is None else _examples(inputs, "inputs", input_shape, dtype, min_examples=1)
     concepts_in = dict(concept_examples) if isinstance(concept_examples, Mapping) else {"concept": concept_examples}
     if not concepts_in:
         raise ValueError("concept_examples is empty; pass at least one concept")
-    concept_tensors = {str(name): _examples(v, f"concept {name!r}", input_shape) for name, v in concepts_in.items()}
-    randoms = _examples(random_examples, "random_examples", input_shape)
+    concept_tensors = {
+        str(name): _examples(v, f"concept {name!r}", input_shape, dtype) for name, v in concepts_in.items()
+    }
     n_sets = n_random_sets + 1
     if len(randoms) < 2 * n_sets:
         raise ValueError(
             f"random_examples has {len(randoms)} examples; {n_random_sets} random sets plus a reference need "
             f"at least {2 * n_sets} (2 per set)"
         )
-    with torch.no_grad(), eval_mode(model):
+    with module_lock(model), torch.no_grad(), eval_mode(model):
         n_outputs = model(x[:1].to(device)).shape[1]
     if not 0 <= int(target_class) < n_outputs:
         raise ValueError(f"target_class {target_class} is out of range; the model has {n_outputs} outputs")
 
     order = torch.randperm(len(randoms), generator=torch.Generator().manual_seed(seed))
-    random_sets = [randoms[chunk] for chunk in torch.tensor_split(order, n_sets)]
+    random_sets = [randoms[chunk.to(randoms.device)] for chunk in torch.tensor_split(order, n_sets)]
     next_id = iter(range(10**6))
     random_concepts = [Concept(next(next_id), f"random{i}", _batches(r, device)) for i, r in enumerate(random_sets)]
     named_concepts = {
@@ -191,6 +210,7 @@ def tcav_scores(
                 "cav_accuracy": float(np.nanmean(accs)) if np.isfinite(accs).any() else float("nan"),
                 "layer": layer_name,
                 "target_class": int(target_class),
+                "n_inputs": int(len(x)),
             }
         )
     return pd.DataFrame(rows)

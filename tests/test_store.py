@@ -687,3 +687,43 @@ def test_root_defaults_to_kdviz_home(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("KDVIZ_HOME")
     assert RunStore().root == tmp_path / "user" / ".kdviz"
     assert RunStore(tmp_path / "explicit").root == tmp_path / "explicit"
+
+
+_KILLED_WRITER = """
+import os, sys, torch
+from kdviz.store import RunStore
+from kdviz.store import files as run_files
+from kdviz.store.runs import RunStore as _RunStore
+
+where = sys.argv[2]
+if where == "mid-write":
+    real = run_files.write_checkpoint
+    def write_then_die(path, state):
+        real(path, state)
+        os._exit(9)  # killed after the first checkpoint file: no cleanup, no exception handlers
+    run_files.write_checkpoint = write_then_die
+else:
+    _RunStore._index_run = lambda self, run_id: os._exit(9)  # killed between rename and index row
+store = RunStore(sys.argv[1])
+state = {"w": torch.arange(6.0).reshape(2, 3)}
+store.save({"method": "kd", "seed": 0}, [{"epoch": 1, "loss": 1.0}], {"test_accuracy": 0.5}, {1: state, 2: state})
+"""
+
+
+@pytest.mark.parametrize("where", ["mid-write", "before-index"])
+def test_a_killed_writer_process_never_leaves_a_visible_half_run(tmp_path: Path, where: str):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path), where], capture_output=True)
+    assert result.returncode == 9, result.stderr.decode()
+    cfg = {"method": "kd", "seed": 0}
+    store = RunStore(tmp_path)
+    if where == "mid-write":
+        assert store.get(config_hash(cfg)) is None and store.find(cfg) is None and store.list() == []
+    else:  # the folder was complete: reopening re-indexes it as the whole run it is
+        record = store.get(config_hash(cfg))
+        assert record is not None and record.checkpoints == [1, 2]
+    weights = {"w": torch.ones(2)}
+    record = store.save(cfg, [{"epoch": 1, "loss": 1.0}], {"test_accuracy": 0.5}, {1: weights, 2: weights})
+    assert len(store.list()) == 1 and store.get(record.id) is not None

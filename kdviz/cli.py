@@ -1,0 +1,277 @@
+"""The `kdviz` command line: train teacher/scratch/student, list datasets, methods and runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from kdviz.data import DatasetError, list_datasets
+
+EXIT_USAGE = 2
+
+
+def _parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
+    """`["a=1", "b=x"]` -> {"a": 1, "b": "x"}; values parsed as JSON where they parse."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"{what} {pair!r} must look like name=value")
+        key, raw = pair.split("=", 1)
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    return parsed
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdviz", description="An interactive lab for knowledge distillation.")
+    parser.add_argument("--home", help="run store folder (default: $KDVIZ_HOME or ~/.kdviz)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a teacher, a scratch student and a distilled student; compare them")
+    train.add_argument("--dataset", default="shapes", help="built-in dataset name (see `kdviz datasets`)")
+    train.add_argument("--data", action="append", default=[], metavar="NAME=VALUE", help="dataset option")
+    train.add_argument("--teacher", default=None, help="teacher model spec (default: the dataset kind's preset)")
+    train.add_argument("--teacher-run", default=None, help="use this stored run as the teacher instead")
+    train.add_argument("--student", default=None, help="student model spec (default: the dataset kind's preset)")
+    train.add_argument("--method", default="kd", help="distillation method (see `kdviz methods`)")
+    train.add_argument("--temperature", type=float, default=None, help="softmax temperature T")
+    train.add_argument("--alpha", type=float, default=None, help="weight of the distillation term")
+    train.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
+    train.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="students learn from a fixed subset of N training samples (the teacher uses them all)",
+    )
+    train.add_argument("--batch-size", type=int, default=128, help="students' batch size")
+    train.add_argument("--teacher-batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--optimizer", default="adam")
+    train.add_argument("--schedule", default="cosine")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available)")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    sub.add_parser("datasets", help="list the built-in datasets")
+    sub.add_parser("models", help="list the model presets")
+    methods = sub.add_parser("methods", help="list the distillation methods with their cards")
+    methods.add_argument("name", nargs="?", help="show one method's full card")
+
+    runs = sub.add_parser("runs", help="list, show or delete stored runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    runs_sub.add_parser("ls", help="list runs, newest first")
+    show = runs_sub.add_parser("show", help="show one run's config and summary")
+    show.add_argument("run_id")
+    rm = runs_sub.add_parser("rm", help="delete a run")
+    rm.add_argument("run_id")
+    return parser
+
+
+def _store(args: argparse.Namespace):
+    from kdviz.store import RunStore
+
+    return RunStore(args.home)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kdviz.analysis.calibration import ece  # noqa: F401  (fail early if analysis is broken)
+    from kdviz.data.cache import get_dataset
+    from kdviz.distill import TrainConfig, method_class, train
+    from kdviz.models import default_pair
+
+    method = method_class(args.method)
+    hparams = _parse_pairs(args.hparam, "hyperparameter")
+    if args.temperature is not None:
+        hparams["temperature"] = args.temperature
+    if args.alpha is not None:
+        hparams["alpha"] = args.alpha
+    dataset = get_dataset({"name": args.dataset, **_parse_pairs(args.data, "dataset option")})
+    teacher_spec, student_spec = default_pair(dataset.input_kind)
+    common = dict(
+        dataset=dataset.spec,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        seed=args.seed,
+    )
+    student_common = dict(
+        student=args.student or student_spec,
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        batch_size=args.batch_size,
+    )
+    student_cfg = TrainConfig(method=args.method, hparams=hparams, **student_common, **common)
+    scratch_cfg = TrainConfig(method="ce", **student_common, **common)
+    student_cfg.resolved(dataset)  # validate names and options before any training starts
+    store = _store(args)
+
+    def run_with_bar(label: str, config: TrainConfig):
+        with tqdm(total=config.epochs, desc=f"{label:<8}", unit="ep", file=sys.stderr, disable=args.json) as bar:
+
+            def progress(report):
+                bar.set_postfix(test_acc=f"{report.metrics['test_accuracy']:.3f}")
+                bar.update(1)
+
+            run = train(config, store=store, dataset=dataset, device=args.device, progress=progress)
+            bar.update(config.epochs - bar.n)  # a cached run finishes at once
+        return run
+
+    if args.teacher_run:
+        from kdviz.distill import load_run
+
+        teacher = load_run(store, args.teacher_run, dataset=dataset, device=args.device)
+    else:
+        teacher_cfg = TrainConfig(
+            student=args.teacher or teacher_spec,
+            method="ce",
+            epochs=args.teacher_epochs or args.epochs,
+            batch_size=args.teacher_batch_size,
+            **common,
+        )
+        teacher = run_with_bar("teacher", teacher_cfg)
+    scratch = run_with_bar("scratch", scratch_cfg)
+    student_cfg.teacher = teacher.id if method.needs_teacher else None
+    student = run_with_bar(args.method, student_cfg)
+
+    from kdviz.distill.trainer import summarize
+
+    rows = {"teacher": teacher, "scratch": scratch, "student": student}
+    result: dict[str, dict[str, Any]] = {}
+    for role, run in rows.items():
+        numbers = summarize(run.model, dataset, teacher.model if role != "teacher" else None)
+        result[role] = {
+            "run_id": run.id,
+            "model": run.config["student"].get("name", run.config["student"]),
+            "method": run.config["method"],
+            "test_accuracy": numbers["test_accuracy"],
+            "test_ece": numbers["test_ece"],
+            "test_nll": numbers["test_nll"],
+            "teacher_agreement": numbers.get("test_agreement", 1.0 if role == "teacher" else None),
+            "params": numbers["params"],
+            "train_seconds": run.summary.get("train_seconds"),
+        }
+        for key, value in numbers.items():
+            if key.startswith("test_") and key.endswith("_accuracy") and key != "test_accuracy":
+                result[role][key] = value
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _print_summary(result: dict[str, dict[str, Any]]) -> None:
+    header = f"{'':<8} {'model':<12} {'method':<16} {'test acc':>8} {'ECE':>7} {'agree':>7} {'params':>9} {'run':>16}"
+    print(header)
+    print("-" * len(header))
+    for role, row in result.items():
+        print(
+            f"{role:<8} {str(row['model']):<12} {row['method']:<16} {_fmt(row['test_accuracy']):>8} "
+            f"{_fmt(row['test_ece']):>7} {_fmt(row['teacher_agreement']):>7} {row['params']:>9,} {row['run_id']:>16}"
+        )
+    gain = result["student"]["test_accuracy"] - result["scratch"]["test_accuracy"]
+    print(f"\ndistilled - scratch test accuracy: {gain:+.3f}")
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    for info in list_datasets():
+        options = ", ".join(f"{k}={v}" for k, v in info.options.items())
+        print(f"{info.name:<14} {info.input_kind:<8} {info.description}")
+        if options:
+            print(f"{'':<24}options: {options}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from kdviz.models import default_pair, list_models
+
+    print("presets: " + ", ".join(list_models()))
+    for kind in ("image", "signal", "tabular", "points"):
+        teacher, student = default_pair(kind)
+        print(f"default pair for {kind:<8} teacher {teacher:<12} student {student}")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from kdviz.distill import list_methods, method_class
+
+    classes = [method_class(args.name)] if args.name else list_methods()
+    for cls in classes:
+        needs = "teacher" if cls.needs_teacher else "no teacher"
+        print(f"{cls.name:<18} [{cls.card.family}, {needs}] {cls.card.title}")
+        if args.name or len(classes) == 1:
+            print(f"  paper:   {cls.card.paper}\n  loss:    {cls.card.formula}\n  claim:   {cls.card.claim}")
+            for key, hp in cls.hyperparameters.items():
+                print(f"  {key:<12} default {hp.default:g}  {hp.description}")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.runs_command == "ls":
+        records = store.list()
+        if not records:
+            print(f"no runs yet in {store.root}")
+        for record in records:
+            config = record.config
+            acc = record.summary.get("test_accuracy")
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created_at))
+            print(
+                f"{record.id}  {config['dataset']['name']:<12} {config['student'].get('name', '?'):<10} "
+                f"{config['method']:<14} test acc {_fmt(acc)}  {created}"
+            )
+        return 0
+    record = store.get(args.run_id)
+    if record is None:
+        print(f"error: no run {args.run_id!r} in {store.root}; `kdviz runs ls` lists them", file=sys.stderr)
+        return EXIT_USAGE
+    if args.runs_command == "show":
+        print(json.dumps({"id": record.id, "config": record.config, "summary": record.summary}, indent=2))
+        return 0
+    store.delete(args.run_id)
+    print(f"deleted run {args.run_id}")
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "datasets": _cmd_datasets,
+    "models": _cmd_models,
+    "methods": _cmd_methods,
+    "runs": _cmd_runs,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, ValueError) as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept in the store", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -204,12 +204,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="number of shapes test images (default 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per analysis (default 3)")
     parser.add_argument("--skip-tsne", action="store_true", help="leave out t-SNE (the slowest row)")
+    parser.add_argument("--devices", default=None, help="comma-separated, e.g. cuda (default: cpu and cuda if present)")
     args = parser.parse_args()
 
     analyses = CALIBRATION_FIDELITY_REPRESENTATIONS + ATTRIBUTIONS_AND_CONCEPTS
     if args.skip_tsne:
         analyses = [(name, fn) for name, fn in analyses if "tsne" not in name]
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.devices:
+        devices = [torch.device(name) for name in args.devices.split(",")]
     print(f"kdviz analysis timings: {args.n} shapes test images, untrained cnn-l teacher / cnn-s student")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, best of {args.repeats} "

@@ -152,3 +152,33 @@ def test_train_subset_is_fixed_across_seeds_and_used_alone(moons, teacher):
     assert len(torch.cat(seen)) == 3 * 50
     with pytest.raises(ValueError, match="train_subset=5000 is larger than the train split"):
         fit(kd_config(moons, train_subset=5000), moons, teacher, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_keeps_data_on_the_device_and_checkpoints_on_the_cpu(moons, teacher):
+    model, history, checkpoints = fit(kd_config(moons, epochs=6), moons, teacher, device="cuda")
+    assert next(model.parameters()).device.type == "cuda"
+    assert all(t.device.type == "cpu" for state in checkpoints.values() for t in state.values())
+    assert history[-1]["test_accuracy"] > 0.8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_images_train_on_cuda_in_channels_last():
+    shapes = get_dataset({"name": "shapes", "n_train": 256, "n_val": 64, "n_test": 64})
+    model, history, _ = fit(TrainConfig(dataset=shapes.spec, student="cnn-xs", epochs=1), shapes, device="cuda")
+    assert history[-1]["test_accuracy"] >= 0.0 and model.head.weight.is_cuda
+
+
+def test_images_train_channels_last_and_checkpoints_reload_exactly():
+    shapes = get_dataset({"name": "shapes", "n_train": 200, "n_val": 50, "n_test": 50})
+    config = TrainConfig(dataset=shapes.spec, student="cnn-xs", epochs=2)
+    model, history, checkpoints = fit(config, shapes, device="cpu")
+    from kdviz.models import build_model
+
+    fresh = build_model(config.student, shapes)
+    fresh.load_state_dict(checkpoints[2])
+    fresh.eval()
+    x = shapes.x_test[:8]
+    torch.testing.assert_close(fresh(x), model(x), rtol=1e-4, atol=1e-5)
+    _, again, _ = fit(config, shapes, device="cpu")
+    assert [m["test_accuracy"] for m in again] == [m["test_accuracy"] for m in history]

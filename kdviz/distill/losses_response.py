@@ -1,0 +1,340 @@
+"""Pure loss functions of the response-based method zoo: DKD, teacher-free KD, hard teacher labels,
+selective KD and the permuted / teacher-mass controls."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdviz.distill.losses import cross_entropy
+
+
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def _target_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Boolean B×K mask, True at each sample's label."""
+    return F.one_hot(labels, logits.shape[-1]).bool()
+
+
+def soft_target_kl(
+    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float, reduction: str = "batchmean"
+) -> torch.Tensor:
+    """T² · KL(q ‖ softmax(z_s / T)) for given target probabilities q (zeros allowed).
+
+    `reduction="none"` gives one value per sample.
+    """
+    _check_temperature(temperature)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    # xlogy makes 0·log 0 = 0, so targets with exact zeros (one-hot-like) are fine
+    per_sample = (torch.xlogy(target_probs, target_probs) - target_probs * log_p_student).sum(dim=-1)
+    per_sample = per_sample * temperature**2
+    if reduction == "none":
+        return per_sample
+    if reduction == "batchmean":
+        return per_sample.mean()
+    raise ValueError(f"reduction must be 'batchmean' or 'none', got {reduction!r}")
+
+
+# --- Decoupled KD (Zhao et al., CVPR 2022) ---------------------------------------------------------
+
+
+def dkd_parts(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unweighted (TCKD, NCKD), each T² · KL averaged over the batch.
+
+    TCKD: KL between the binary distributions [p_target, 1 - p_target] of teacher and student.
+    NCKD: KL between the distributions over the non-target classes, renormalised among themselves
+    (softmax of the non-target logits). With two classes NCKD is identically zero.
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}")
+    batch, num_classes = student_logits.shape
+    target = _target_mask(student_logits, labels)
+
+    def binary_log_probs(logits: torch.Tensor) -> torch.Tensor:
+        # log p_t and log(1 - p_t) from log-sum-exps: stable where p_t is close to 0 or 1
+        scaled = logits / temperature
+        log_norm = torch.logsumexp(scaled, dim=-1)
+        log_target = scaled[target] - log_norm
+        log_rest = torch.logsumexp(scaled.masked_fill(target, float("-inf")), dim=-1) - log_norm
+        return torch.stack([log_target, log_rest], dim=-1)
+
+    def non_target_log_probs(logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits[~target].view(batch, num_classes - 1) / temperature, dim=-1)
+
+    tckd = F.kl_div(
+        binary_log_probs(student_logits), binary_log_probs(teacher_logits), reduction="batchmean", log_target=True
+    )
+    nckd = F.kl_div(
+        non_target_log_probs(student_logits),
+        non_target_log_probs(teacher_logits),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return tckd * temperature**2, nckd * temperature**2
+
+
+def dkd_warmup_factor(epoch: int, epochs: int, warmup_fraction: float) -> float:
+    """min(epoch / (fraction · epochs), 1): DKD's linear warm-up, scaled to the run's length.
+
+    mdistiller warms up over 20 of 240 epochs (fraction 1/12); epochs count from 1.
+    """
+    warmup_epochs = warmup_fraction * epochs
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(epoch / warmup_epochs, 1.0)
+
+
+def dkd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    ce_weight: float = 1.0,
+    warmup: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """DKD as weighted terms {"ce": w·CE, "tckd": warmup·α·TCKD, "nckd": warmup·β·NCKD}."""
+    tckd, nckd = dkd_parts(student_logits, teacher_logits, labels, temperature)
+    return {
+        "ce": ce_weight * cross_entropy(student_logits, labels),
+        "tckd": warmup * alpha * tckd,
+        "nckd": warmup * beta * nckd,
+    }
+
+
+# --- Teacher-free KD (Yuan et al., CVPR 2020) ------------------------------------------------------
+
+
+def virtual_teacher_probs(labels: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
+    """p^d: `correct_prob` on the label, the rest spread uniformly over the other K-1 classes."""
+    if not 0.0 <= correct_prob <= 1.0:
+        raise ValueError(f"correct-class probability must be in [0, 1], got {correct_prob}")
+    if num_classes < 2:
+        raise ValueError(f"a virtual teacher needs at least 2 classes, got {num_classes}")
+    rest = (1.0 - correct_prob) / (num_classes - 1)
+    probs = torch.full((len(labels), num_classes), rest, device=labels.device)
+    return probs.scatter(1, labels.unsqueeze(1), correct_prob)
+
+
+def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p^(1/T) renormalised: the temperature-T distribution of a teacher whose logits are log p."""
+    _check_temperature(temperature)
+    powered = probs.clamp_min(0.0) ** (1.0 / temperature)
+    return powered / powered.sum(dim=-1, keepdim=True)
+
+
+def tf_kd(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    correct_prob: float = 0.9,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+) -> dict[str, torch.Tensor]:
+    """Teacher-free KD: {"ce": (1-α)·CE(y, s), "kd_virtual": α·T²·KL(soften(p^d, T) ‖ p_s^T)}."""
+    _check_alpha(alpha)
+    virtual = virtual_teacher_probs(labels, student_logits.shape[-1], correct_prob).to(student_logits.dtype)
+    return {
+        "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
+        "kd_virtual": alpha * soft_target_kl(student_logits, soften(virtual, temperature), temperature),
+    }
+
+
+# --- Hard teacher labels (Kim & Rush, EMNLP 2016, classification analogue) -------------------------
+
+
+def hard_teacher(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """{"ce": (1-α)·CE(y, s), "ce_teacher": α·CE(argmax z_t, s)}."""
+    _check_alpha(alpha)
+    return {
+        "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
+        "ce_teacher": alpha * cross_entropy(student_logits, teacher_logits.argmax(dim=-1)),
+    }
+
+
+# --- Selective KD (Wang et al., ACL 2021) ----------------------------------------------------------
+
+
+def num_selected(count: int, ratio: float) -> int:
+    """ceil(r · n), at least 1: how many of `count` samples the hardest-r% selection keeps."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"selection ratio must be in (0, 1], got {ratio}")
+    return max(1, math.ceil(ratio * count - 1e-9))
+
+
+def hardness_threshold(ce_values: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The CE of the ceil(r·n)-th hardest value: samples at or above it are selected."""
+    if ce_values.numel() == 0:
+        raise ValueError("hardness threshold of an empty set of CE values")
+    return ce_values.topk(num_selected(ce_values.numel(), ratio)).values.min()
+
+
+def hardest_mask(per_sample_ce: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Boolean mask of exactly ceil(r·B) samples with the largest CE (ties broken by topk)."""
+    mask = torch.zeros_like(per_sample_ce, dtype=torch.bool)
+    mask[per_sample_ce.topk(num_selected(per_sample_ce.numel(), ratio)).indices] = True
+    return mask
+
+
+def selective_kd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    selected: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> dict[str, torch.Tensor]:
+    """{"ce": (1-α)·CE over all, "kd_selected": α·(1/B)·Σ_{i selected} T²·KL_i}.
+
+    Dividing by the batch size B (not by the number selected) gives each selected sample exactly
+    the gradient Hinton KD would give it, so selecting everything reproduces `kd`.
+    """
+    _check_alpha(alpha)
+    teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
+    per_sample = soft_target_kl(student_logits, teacher_probs, temperature, reduction="none")
+    return {
+        "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
+        "kd_selected": alpha * (per_sample * selected.to(per_sample.dtype)).sum() / len(labels),
+    }
+
+
+# --- Controls: permuted non-target probabilities, label smoothing with the teacher's mass ----------
+
+
+def non_target_classes(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """B×(K-1) matrix of each sample's non-label classes, in ascending order."""
+    classes = torch.arange(num_classes, device=labels.device).expand(len(labels), num_classes)
+    keep = classes != labels.unsqueeze(1)
+    return classes[keep].view(len(labels), num_classes - 1)
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) on int64 tensors; products stay below 2^59, so no overflow."""
+    for _ in range(3):
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def per_sample_permutations(sample_index: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """B×`size` permutations, a fixed function of (seed, sample index): the same sample always gets the same one.
+
+    Counter-based (hashed) rather than stored, so memory does not grow with train-set size × classes.
+    """
+    positions = torch.arange(size, device=sample_index.device)
+    counters = (sample_index.long().unsqueeze(1) * size + positions) & 0xFFFFFFFF
+    keys = _mix32(counters ^ _mix32(torch.tensor(int(seed) & 0xFFFFFFFF, device=sample_index.device)))
+    return keys.argsort(dim=1, stable=True)
+
+
+def permute_non_target(probs: torch.Tensor, labels: torch.Tensor, permutations: torch.Tensor) -> torch.Tensor:
+    """Move the non-label probabilities among the non-label classes; the label's probability stays.
+
+    `permutations` is B×(K-1): row i sends the j-th non-label class the probability of the
+    `permutations[i, j]`-th non-label class (both in ascending class order).
+    """
+    num_classes = probs.shape[-1]
+    if permutations.shape != (len(labels), num_classes - 1):
+        raise ValueError(f"permutations must be {len(labels)}×{num_classes - 1}, got {tuple(permutations.shape)}")
+    others = non_target_classes(labels, num_classes)
+    source = others.gather(1, permutations)
+    return probs.scatter(1, others, probs.gather(1, source))
+
+
+def teacher_mass_smoothing(teacher_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Label smoothing with the teacher's mass: p_t(y) on the label, (1 - p_t(y)) / (K-1) elsewhere."""
+    num_classes = teacher_probs.shape[-1]
+    target_mass = teacher_probs.gather(1, labels.unsqueeze(1))
+    rest = (1.0 - target_mass) / (num_classes - 1)
+    return rest.expand_as(teacher_probs).scatter(1, labels.unsqueeze(1), target_mass)
+
+
+def kd_to_targets(
+    student_logits: torch.Tensor,
+    target_probs: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    term: str,
+) -> dict[str, torch.Tensor]:
+    """{"ce": (1-α)·CE(y, s), term: α·T²·KL(q ‖ p_s^T)} for temperature-T target probabilities q."""
+    _check_alpha(alpha)
+    return {
+        "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
+        term: alpha * soft_target_kl(student_logits, target_probs, temperature),
+    }
+
+
+# --- Sampled KD: top-K soft targets and importance-sampled class subsets -----------------------------
+
+
+def top_k_targets(teacher_probs: torch.Tensor, k: int) -> torch.Tensor:
+    """The teacher's k most probable classes, renormalised; zero elsewhere."""
+    if not 1 <= k <= teacher_probs.shape[-1]:
+        raise ValueError(f"top-k needs 1 <= k <= {teacher_probs.shape[-1]} classes, got {k}")
+    top = teacher_probs.topk(k, dim=-1)
+    kept = torch.zeros_like(teacher_probs).scatter(1, top.indices, top.values)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def dynamic_proposal(teacher_probs: torch.Tensor, student_probs: torch.Tensor, uniform_mix: float) -> torch.Tensor:
+    """q ∝ |p_t - p_s| mixed with ε uniform: favours classes where teacher and student disagree."""
+    gap = (teacher_probs - student_probs).abs()
+    gap = gap / gap.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return mix_uniform(gap, uniform_mix)
+
+
+def mix_uniform(probs: torch.Tensor, uniform_mix: float) -> torch.Tensor:
+    """(1-ε)·p + ε/K: keeps every class reachable by the proposal."""
+    if not 0.0 <= uniform_mix <= 1.0:
+        raise ValueError(f"uniform mix must be in [0, 1], got {uniform_mix}")
+    return (1.0 - uniform_mix) * probs + uniform_mix / probs.shape[-1]
+
+
+def inclusion_probs(proposal: torch.Tensor, num_draws: int) -> torch.Tensor:
+    """1 - (1 - q)^m: the chance a class appears at least once in m draws with replacement."""
+    return -torch.expm1(num_draws * torch.log1p(-proposal.clamp(max=1.0 - 1e-7)))
+
+
+def sampled_kd_kl(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    sampled: torch.Tensor,
+    inclusion: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """T² · KL over the sampled classes S, both sides importance-corrected by the inclusion probabilities c.
+
+    Teacher: w_k ∝ p_t,k / c_k on S (self-normalised weights). Student: softmax over S of z_k/T - log c_k
+    (the sampled-softmax correction). Both reweightings cancel exactly when p_s ∝ p_t on S, so
+    the minimiser is the teacher's; as the sample grows to all classes (c → 1) this becomes full KD.
+    """
+    _check_temperature(temperature)
+    log_c = inclusion.clamp_min(1e-12).log()
+    corrected = (student_logits / temperature - log_c).masked_fill(~sampled, float("-inf"))
+    log_p_student = F.log_softmax(corrected, dim=-1)
+    weights = torch.where(sampled, teacher_probs / inclusion.clamp_min(1e-12), 0.0)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    # only sampled classes contribute; `where` keeps -inf out of the sum and its gradient
+    per_class = torch.where(sampled, torch.xlogy(weights, weights) - weights * log_p_student.where(sampled, 0.0), 0.0)
+    return per_class.sum(dim=-1).mean() * temperature**2
+
+
+def sample_classes(proposal: torch.Tensor, num_draws: int) -> torch.Tensor:
+    """Boolean B×K mask of the classes drawn (with replacement, m times) from each row's proposal."""
+    draws = torch.multinomial(proposal, num_draws, replacement=True)
+    return torch.zeros_like(proposal, dtype=torch.bool).scatter(1, draws, True)

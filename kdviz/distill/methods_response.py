@@ -1,0 +1,296 @@
+"""Response-based methods of the zoo: DKD, teacher-free KD, hard teacher labels, selective KD and
+the permuted / teacher-mass controls. The math lives in `losses_response`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdviz.distill import losses_response as lr
+from kdviz.distill.methods import HintonKD
+from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
+
+_TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of teacher and student", low=1e-3, high=100.0)
+_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weighs the label term", low=0.0, high=1.0)
+
+
+def _require_classes(method: Method, ctx, minimum: int, why: str) -> None:
+    num_classes = ctx.dataset.num_classes
+    if num_classes < minimum:
+        raise MethodError(
+            f"method {method.name!r} needs at least {minimum} classes ({why}); "
+            f"dataset {ctx.dataset.name!r} has {num_classes}"
+        )
+
+
+def _require_binary(method: Method, key: str) -> None:
+    if method.hparams[key] not in (0.0, 1.0):
+        raise MethodError(f"hyperparameter {key!r} of method {method.name!r} must be 0 or 1, got {method.hparams[key]}")
+
+
+@register_method
+class DecoupledKD(Method):
+    name = "dkd"
+    card = MethodCard(
+        title="Decoupled knowledge distillation (DKD)",
+        paper="Zhao, Cui, Song, Qiu, Liang, Decoupled Knowledge Distillation, CVPR 2022",
+        formula="L = w·CE(y, s) + min(e / (f·E), 1)·T²·[α·KL(b_t ‖ b_s) + β·KL(p̂_t ‖ p̂_s)], "
+        "b = [p_y, 1-p_y] at temperature T, p̂ = softmax over the non-target logits / T, "
+        "e = epoch, E = epochs, f = warm-up fraction",
+        claim="Splitting KD into a target-class term (TCKD) and a non-target term (NCKD) and up-weighting NCKD, "
+        "which classic KD suppresses by the factor 1-p_y, improves on KD. With two classes NCKD is zero.",
+        family="response",
+    )
+    hyperparameters = {
+        "temperature": _TEMPERATURE,
+        "alpha": Hyperparameter(1.0, "weight α of TCKD (target vs non-target binary KL)", 0.0, 100.0),
+        "beta": Hyperparameter(8.0, "weight β of NCKD (KL among the non-target classes)", 0.0, 100.0),
+        "ce_weight": Hyperparameter(1.0, "weight w of the label cross-entropy", 0.0, 100.0),
+        "warmup_fraction": Hyperparameter(
+            20 / 240, "fraction of the run over which the KD terms ramp up linearly (paper: 20 of 240 epochs)", 0, 1
+        ),
+    }
+    needs_teacher = True
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        warmup = lr.dkd_warmup_factor(batch.epoch, int(ctx.config["epochs"]), h["warmup_fraction"])
+        return lr.dkd(
+            student_logits,
+            batch.teacher_logits,
+            batch.y,
+            h["temperature"],
+            h["alpha"],
+            h["beta"],
+            h["ce_weight"],
+            warmup,
+        )
+
+
+@register_method
+class TeacherFreeKD(Method):
+    name = "tf_kd"
+    card = MethodCard(
+        title="Teacher-free KD (virtual teacher)",
+        paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
+        "CVPR 2020",
+        formula="L = (1-α)·CE(y, s) + α·T²·KL(p^d_T ‖ softmax(z_s/T)), p^d = a on y and (1-a)/(K-1) elsewhere, "
+        "p^d_T ∝ (p^d)^(1/T)",
+        claim="KD works partly as learned label smoothing, so a hand-made 'virtual teacher' that is right with "
+        "probability a and uniform otherwise gives much of KD's gain without any teacher. The paper's code "
+        "softmaxes p^d/T; here p^d is softened as if log p^d were its logits. The self-teacher variant is "
+        "`tf_kd_self`.",
+        family="response",
+    )
+    hyperparameters = {
+        "correct_prob": Hyperparameter(0.9, "virtual teacher's probability a of the correct class", 0.0, 1.0),
+        "temperature": _TEMPERATURE,
+        "alpha": Hyperparameter(0.5, "weight α of the virtual-teacher term; (1-α) weighs the label term", 0.0, 1.0),
+    }
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        return lr.tf_kd(student_logits, batch.y, h["correct_prob"], h["temperature"], h["alpha"])
+
+
+@register_method
+class TeacherFreeSelfKD(HintonKD):
+    name = "tf_kd_self"
+    card = MethodCard(
+        title="Teacher-free KD, self-teacher variant",
+        paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
+        "CVPR 2020",
+        formula="L = (1-α)·CE(y, s) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), teacher = the student's own "
+        "architecture trained first with CE",
+        claim="A student distilled from a pre-trained copy of itself improves over its CE training, even though "
+        "the teacher is no stronger; the same loss as `born_again` with KD's usual α and T.",
+        family="self-distillation",
+    )
+    hyperparameters = {"temperature": _TEMPERATURE, "alpha": _ALPHA}
+    same_architecture_teacher = True
+
+
+@register_method
+class HardTeacher(Method):
+    name = "hard_teacher"
+    card = MethodCard(
+        title="Hard teacher labels (classification analogue of sequence-level KD)",
+        paper="Kim, Rush, Sequence-Level Knowledge Distillation, EMNLP 2016",
+        formula="L = (1-α)·CE(y, s) + α·CE(argmax_k z_t, s)",
+        claim="Training on the teacher's own decisions instead of the gold labels already transfers much of "
+        "the teacher; contrasting it with soft-target KD isolates what the probabilities add.",
+        family="response",
+    )
+    hyperparameters = {
+        "alpha": Hyperparameter(1.0, "weight α of the teacher-label term; (1-α) weighs the gold labels", 0.0, 1.0)
+    }
+    needs_teacher = True
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return lr.hard_teacher(student_logits, batch.teacher_logits, batch.y, self.hparams["alpha"])
+
+
+@register_method
+class SelectiveKD(Method):
+    name = "selective_kd"
+    card = MethodCard(
+        title="Selective KD (hardest samples only)",
+        paper="Wang, Yan, Meng, Zhou, Selective Knowledge Distillation for Neural Machine Translation, ACL 2021",
+        formula="L = (1-α)·CE(y, s) + α·(1/B)·Σ_{i∈S} T²·KL(p_t^T ‖ p_s^T)_i, S = the ratio r of samples with the "
+        "largest student CE (in the batch, or above the threshold of a queue of recent CE values)",
+        claim="Not every sample benefits from the teacher: distilling only the ones the student finds hardest "
+        "(batch-level or against a global CE queue) matches or beats KD on all of them. The paper selects "
+        "words; here samples.",
+        family="response",
+    )
+    hyperparameters = {
+        "temperature": _TEMPERATURE,
+        "alpha": _ALPHA,
+        "ratio": Hyperparameter(0.5, "fraction r of samples that get the KD term (the hardest by student CE)", 0.01, 1),
+        "global_queue": Hyperparameter(0.0, "1: threshold from a queue of recent CE values; 0: per batch", 0.0, 1.0),
+        "queue_size": Hyperparameter(2048, "length of the global CE queue (global_queue=1)", 1, 1_000_000),
+    }
+    needs_teacher = True
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        _require_binary(self, "global_queue")
+        self._ce_queue = torch.empty(0, device=ctx.device)
+
+    def select(self, per_sample_ce: torch.Tensor) -> torch.Tensor:
+        """The mask of samples that get the KD term; the global variant first enqueues this batch's CE."""
+        ratio = self.hparams["ratio"]
+        if not self.hparams["global_queue"]:
+            return lr.hardest_mask(per_sample_ce, ratio)
+        queue = getattr(self, "_ce_queue", per_sample_ce.new_empty(0))
+        self._ce_queue = torch.cat([queue, per_sample_ce])[-int(self.hparams["queue_size"]) :]
+        return per_sample_ce >= lr.hardness_threshold(self._ce_queue, ratio)
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        per_sample_ce = F.cross_entropy(student_logits.detach(), batch.y, reduction="none")
+        selected = self.select(per_sample_ce)
+        return lr.selective_kd(student_logits, batch.teacher_logits, batch.y, selected, h["temperature"], h["alpha"])
+
+
+@register_method
+class PermutedKD(Method):
+    name = "permuted_kd"
+    card = MethodCard(
+        title="Permuted KD (analysis control)",
+        paper="Tang et al., Understanding and Improving Knowledge Distillation, arXiv 2020 (the control); "
+        "Hinton et al. 2015 (the loss)",
+        formula="L = (1-α)·CE(y, s) + α·T²·KL(π_i(p_t^T) ‖ p_s^T), π_i = a fixed random permutation of sample "
+        "i's non-label classes (the label's probability stays)",
+        claim="Keeping the teacher's target-class mass but scrambling which wrong class gets which probability "
+        "destroys the class-similarity 'dark knowledge'; the gap to KD measures what it carries. Needs ≥ 3 classes.",
+        family="response",
+    )
+    hyperparameters = {
+        "temperature": _TEMPERATURE,
+        "alpha": _ALPHA,
+        "permutation_seed": Hyperparameter(
+            0, "seed of the per-sample permutations (fixed for the whole run)", 0, 2**31
+        ),
+    }
+    needs_teacher = True
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        _require_classes(self, ctx, 3, "with 2 the one non-target probability has nowhere to move")
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        teacher_probs = F.softmax(batch.teacher_logits / h["temperature"], dim=-1)
+        # One fixed permutation per train sample: the scrambled teacher is a consistent (wrong)
+        # teacher, not fresh noise every epoch.
+        permutations = lr.per_sample_permutations(batch.index, teacher_probs.shape[-1] - 1, h["permutation_seed"])
+        targets = lr.permute_non_target(teacher_probs, batch.y, permutations)
+        return lr.kd_to_targets(student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_permuted")
+
+
+@register_method
+class TeacherMassSmoothing(Method):
+    name = "ls_teacher_mass"
+    card = MethodCard(
+        title="Label smoothing with the teacher's target mass (analysis control)",
+        paper="Tang et al., Understanding and Improving Knowledge Distillation, arXiv 2020 (the control); "
+        "Hinton et al. 2015 (the loss)",
+        formula="L = (1-α)·CE(y, s) + α·T²·KL(q ‖ p_s^T), q_y = p_t^T(y), q_k = (1 - p_t^T(y))/(K-1) for k ≠ y",
+        claim="Per-sample label smoothing at the teacher's confidence, with no class-similarity information: "
+        "what KD would be if its soft targets only said how sure the teacher is. Needs ≥ 3 classes.",
+        family="response",
+    )
+    hyperparameters = {"temperature": _TEMPERATURE, "alpha": _ALPHA}
+    needs_teacher = True
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        _require_classes(self, ctx, 3, "with 2 it equals the teacher's soft targets, i.e. plain kd")
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        teacher_probs = F.softmax(batch.teacher_logits / h["temperature"], dim=-1)
+        targets = lr.teacher_mass_smoothing(teacher_probs, batch.y)
+        return lr.kd_to_targets(student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_teacher_mass")
+
+
+_PROPOSALS = {0: "top-k", 1: "teacher", 2: "dynamic"}
+
+
+@register_method
+class SampledKD(Method):
+    name = "sampled_kd"
+    card = MethodCard(
+        title="Sampled KD over a subset of classes (top-k or importance-sampled)",
+        paper="Jean, Cho, Memisevic, Bengio, On Using Very Large Target Vocabulary for Neural Machine Translation, "
+        "ACL 2015 (sampled softmax with importance correction), applied to the KD term",
+        formula="top-k: L = (1-α)·CE(y, s) + α·T²·KL(topk(p_t^T) ‖ p_s^T); sampled: S = m draws from q "
+        "(teacher q = p_t^T, dynamic q ∝ |p_t^T - p_s^T|, each mixed with ε uniform), c = 1-(1-q)^m, "
+        "L = (1-α)·CE + α·T²·KL(w ‖ softmax_S(z_s/T - log c)), w ∝ p_t^T/c on S",
+        claim="With very many classes the KD term can be estimated from a few classes per sample (the teacher's "
+        "top k, or an importance-corrected sample) at little loss of accuracy. Here the student's head still "
+        "computes all K logits, so the sampled term shows the estimator's effect, not the speed-up.",
+        family="response",
+    )
+    hyperparameters = {
+        "temperature": _TEMPERATURE,
+        "alpha": _ALPHA,
+        "proposal": Hyperparameter(1, "0: teacher top-k (no sampling); 1: sample from the teacher; 2: dynamic", 0, 2),
+        "num_sampled": Hyperparameter(32, "k classes kept (top-k) or m draws per sample (sampled)", 1, 100_000),
+        "uniform_mix": Hyperparameter(0.1, "uniform mass ε mixed into the proposal (support for every class)", 0, 1),
+    }
+    needs_teacher = True
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        if self.hparams["proposal"] not in _PROPOSALS:
+            raise MethodError(
+                f"hyperparameter 'proposal' of method {self.name!r} must be 0 (top-k), 1 (teacher) or 2 (dynamic), "
+                f"got {self.hparams['proposal']}"
+            )
+        num_classes, k = ctx.dataset.num_classes, int(self.hparams["num_sampled"])
+        if k >= num_classes:
+            raise MethodError(
+                f"method {self.name!r} keeps num_sampled={k} classes per sample but dataset {ctx.dataset.name!r} has "
+                f"only {num_classes}: sampling needs many classes (e.g. many_classes) or a smaller num_sampled"
+            )
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        temperature, k = h["temperature"], int(h["num_sampled"])
+        teacher_probs = F.softmax(batch.teacher_logits / temperature, dim=-1)
+        if h["proposal"] == 0:
+            targets = lr.top_k_targets(teacher_probs, k)
+            return lr.kd_to_targets(student_logits, targets, batch.y, temperature, h["alpha"], "kd_top_k")
+        if h["proposal"] == 1:
+            proposal = lr.mix_uniform(teacher_probs, h["uniform_mix"])
+        else:
+            student_probs = F.softmax(student_logits.detach() / temperature, dim=-1)
+            proposal = lr.dynamic_proposal(teacher_probs, student_probs, h["uniform_mix"])
+        sampled = lr.sample_classes(proposal, k)
+        kd = lr.sampled_kd_kl(student_logits, teacher_probs, sampled, lr.inclusion_probs(proposal, k), temperature)
+        return {
+            "ce": (1.0 - h["alpha"]) * F.cross_entropy(student_logits, batch.y),
+            "kd_sampled": h["alpha"] * kd,
+        }

@@ -60,6 +60,20 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    compare = sub.add_parser("compare", help="compare methods over seeds against the scratch student")
+    compare.add_argument("--dataset", default="shapes")
+    compare.add_argument("--data", action="append", default=[], metavar="NAME=VALUE", help="dataset option")
+    compare.add_argument("--methods", required=True, help="comma-separated method names, e.g. kd,label_smoothing")
+    compare.add_argument("--teacher", default=None)
+    compare.add_argument("--student", default=None)
+    compare.add_argument("--seeds", type=int, default=3)
+    compare.add_argument("--epochs", type=int, default=10)
+    compare.add_argument("--teacher-epochs", type=int, default=None)
+    compare.add_argument("--train-subset", type=int, default=None, metavar="N")
+    compare.add_argument("--batch-size", type=int, default=128)
+    compare.add_argument("--device", default=None)
+    compare.add_argument("--json", action="store_true", help="print per-run rows and the summary as JSON")
+
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("models", help="list the model presets")
     methods = sub.add_parser("methods", help="list the distillation methods with their cards")
@@ -170,6 +184,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from kdviz.data.cache import get_dataset
+    from kdviz.distill.compare import compare_methods
+    from kdviz.models import default_pair
+
+    dataset = get_dataset({"name": args.dataset, **_parse_pairs(args.data, "dataset option")})
+    teacher_spec, student_spec = default_pair(dataset.input_kind)
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+
+    def report(name: str, seed: int, run) -> None:
+        if not args.json:
+            print(f"  {name:<18} seed {seed}: test acc {run.summary['test_accuracy']:.3f}", file=sys.stderr)
+
+    runs, summary = compare_methods(
+        dataset.spec,
+        methods,
+        teacher=args.teacher or teacher_spec,
+        student=args.student or student_spec,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        teacher_epochs=args.teacher_epochs,
+        store=_store(args),
+        device=args.device,
+        train_options={"train_subset": args.train_subset, "batch_size": args.batch_size},
+        on_run=report,
+    )
+    if args.json:
+        print(json.dumps({"runs": runs.to_dict("records"), "summary": summary.to_dict("records")}, indent=2))
+        return 0
+    print(f"{'method':<18} {'test acc':>15} {'ECE':>15} {'NLL':>15} {'agree':>15} {'KL(t‖s)':>15} {'gain':>7}")
+    for row in summary.to_dict("records"):
+        cells = [
+            f"{row[f'{key}_mean']:.3f} ± {0.0 if row[f'{key}_std'] != row[f'{key}_std'] else row[f'{key}_std']:.3f}"
+            for key in ("test_accuracy", "test_ece", "test_nll", "test_agreement", "test_kl_to_teacher")
+        ]
+        print(f"{row['method']:<18} " + " ".join(f"{c:>15}" for c in cells) + f" {row['gain_over_scratch']:>+7.3f}")
+    print(f"\nmean ± std over {args.seeds} seed(s); gain = test accuracy minus the scratch student's (ce)")
+    return 0
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "—"
@@ -253,6 +307,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _cmd_train,
+    "compare": _cmd_compare,
     "datasets": _cmd_datasets,
     "models": _cmd_models,
     "methods": _cmd_methods,

@@ -57,3 +57,28 @@ def test_listings(capsys):
     assert "born_again" in capsys.readouterr().out
     assert main(["methods", "kd"]) == 0
     assert "T²" in capsys.readouterr().out
+
+
+def test_compare_json_has_every_method_seed_and_the_gain(tmp_path, capsys):
+    argv = ["--home", str(tmp_path), "compare", "--dataset", "moons", "--data", "n_samples=300"]
+    argv += ["--methods", "kd,label_smoothing", "--seeds", "2", "--epochs", "2", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted((r["method"], r["seed"]) for r in result["runs"]) == [
+        ("ce", 0),
+        ("ce", 1),
+        ("kd", 0),
+        ("kd", 1),
+        ("label_smoothing", 0),
+        ("label_smoothing", 1),
+    ]
+    summary = {row["method"]: row for row in result["summary"]}
+    assert summary["ce"]["gain_over_scratch"] == 0.0
+    kd = summary["kd"]
+    assert kd["gain_over_scratch"] == pytest.approx(kd["test_accuracy_mean"] - summary["ce"]["test_accuracy_mean"])
+    assert all(0.0 <= r["test_agreement"] <= 1.0 and r["test_kl_to_teacher"] >= 0.0 for r in result["runs"])
+
+
+def test_compare_rejects_unknown_methods_before_training(tmp_path, capsys):
+    assert main(["--home", str(tmp_path), "compare", "--dataset", "moons", "--methods", "kd,dkdd"]) == 2
+    assert "unknown method 'dkdd'" in capsys.readouterr().err

@@ -303,6 +303,7 @@ def _epoch_metrics(
 def summarize(model: KDModel, dataset: Dataset, teacher: KDModel | None = None) -> dict[str, Any]:
     """Headline numbers of a trained model: accuracy, calibration, agreement, size, cost."""
     from kdviz.analysis.calibration import ece, nll
+    from kdviz.analysis.fidelity import kl_divergence
 
     device = next(model.parameters()).device
     data = dataset.to(device)
@@ -325,6 +326,8 @@ def summarize(model: KDModel, dataset: Dataset, teacher: KDModel | None = None) 
         if teacher is not None:
             teacher_logits = predict_logits(teacher.to(device), x)
             summary[f"{name}_agreement"] = _accuracy(logits, teacher_logits.argmax(dim=1))
+            teacher_probs = torch.softmax(teacher_logits.float(), dim=1).cpu().numpy()
+            summary[f"{name}_kl_to_teacher"] = float(kl_divergence(teacher_probs, probs))
     return summary
 
 

@@ -1,0 +1,75 @@
+"""Compare distillation methods on one dataset over seeds, against the scratch student."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from kdviz.data.cache import get_dataset
+from kdviz.distill.registry import method_class
+from kdviz.distill.trainer import Run, TrainConfig, summarize, train
+
+METRICS = ("test_accuracy", "test_ece", "test_nll", "test_agreement", "test_kl_to_teacher")
+
+
+def compare_methods(
+    dataset_spec: dict[str, Any],
+    methods: list[str],
+    *,
+    teacher: str | dict[str, Any],
+    student: str | dict[str, Any],
+    seeds: int = 3,
+    epochs: int = 10,
+    teacher_epochs: int | None = None,
+    store: Any | None = None,
+    device: str | None = None,
+    hparams: dict[str, dict[str, Any]] | None = None,
+    train_options: dict[str, Any] | None = None,
+    on_run: Callable[[str, int, Run], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train the scratch student and each method for `seeds` seeds; return (per-run rows, summary).
+
+    One teacher (seed 0) serves every method and seed, so differences come from the methods and
+    the students' seeds; every student is scored against it (agreement, KL(teacher‖student)).
+    Runs come from `store` when they were trained before. The summary has mean and std per
+    method and the gain in test accuracy over the scratch student.
+    """
+    for name in methods:
+        method_class(name)  # unknown names fail before any training
+    hparams = hparams or {}
+    options = dict(train_options or {})
+    dataset = get_dataset(dataset_spec)
+    teacher_run = train(
+        TrainConfig(dataset=dataset.spec, student=teacher, epochs=teacher_epochs or epochs, seed=0),
+        store=store,
+        dataset=dataset,
+        device=device,
+    )
+    rows = []
+    for name in ["ce", *[m for m in methods if m != "ce"]]:
+        cls = method_class(name)
+        for seed in range(seeds):
+            config = TrainConfig(
+                dataset=dataset.spec,
+                student=student,
+                method=name,
+                hparams=hparams.get(name, {}),
+                teacher=teacher_run.id if cls.needs_teacher else None,
+                epochs=epochs,
+                seed=seed,
+                **options,
+            )
+            teacher_model = teacher_run.model if cls.needs_teacher else None
+            run = train(config, store=store, dataset=dataset, device=device, teacher=teacher_model)
+            numbers = summarize(run.model, dataset, teacher_run.model)
+            rows.append({"method": name, "seed": seed, "run_id": run.id, **{k: numbers[k] for k in METRICS}})
+            if on_run is not None:
+                on_run(name, seed, run)
+    runs = pd.DataFrame(rows)
+    summary = runs.groupby("method", sort=False)[list(METRICS)].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    scratch = summary.loc["ce", "test_accuracy_mean"]
+    summary["gain_over_scratch"] = summary["test_accuracy_mean"] - scratch
+    return runs, summary.reset_index()

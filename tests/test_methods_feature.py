@@ -145,14 +145,14 @@ def test_attention_transfer_term_is_zero_for_a_copy_of_the_teacher(digits):
     method.setup(ctx)
     assert method.layer_pairs == [(f"body.block{i}", f"body.block{i}") for i in (1, 2, 3)]
     batch = Batch(x=digits.x_train[:8], y=digits.y_train[:8], index=torch.arange(8))
-    terms = method.loss_terms(ctx, batch, student(batch.x))
+    terms = method.loss_terms(ctx, batch, method.forward(ctx, batch))
     assert set(terms) == {"ce", "at"}
     assert terms["at"].item() == pytest.approx(0.0, abs=1e-9)
     # A different teacher: β/2 · Σ over the three block pairs of the pure loss.
     other = untrained("cnn-l", digits, seed=2)
     ctx = context(digits, student, other)
     method.setup(ctx)
-    terms = method.loss_terms(ctx, batch, student(batch.x))
+    terms = method.loss_terms(ctx, batch, method.forward(ctx, batch))
     with torch.no_grad():
         s = teacher_features(student, batch.x, ["body.block1", "body.block2", "body.block3"])
         t = teacher_features(other, batch.x, ["body.block1", "body.block2", "body.block3"])
@@ -189,13 +189,14 @@ def test_relational_terms_vanish_for_a_copy_of_the_teacher(moons):
     ctx = context(moons, student, teacher)
     method.setup(ctx)
     batch = Batch(x=moons.x_train[:6], y=moons.y_train[:6], index=torch.arange(6))
-    terms = method.loss_terms(ctx, batch, student(batch.x))
+    terms = method.loss_terms(ctx, batch, method.forward(ctx, batch))
     assert set(terms) == {"ce", "rkd_distance", "rkd_angle"}
     assert terms["rkd_distance"].item() == pytest.approx(0.0, abs=1e-7)
     assert terms["rkd_angle"].item() == pytest.approx(0.0, abs=1e-7)
     # Weighted as declared: 25 · distance loss, 50 · angle loss of the penultimate embeddings.
     other = untrained("mlp-8", moons, seed=3)
-    terms = method.loss_terms(context(moons, other, teacher), batch, other(batch.x))
+    other_ctx = context(moons, other, teacher)
+    terms = method.loss_terms(other_ctx, batch, method.forward(other_ctx, batch))
     with torch.no_grad():
         s, t = other.embed(batch.x), teacher.embed(batch.x)
     assert terms["rkd_distance"].item() == pytest.approx(25 * lf.rkd_distance_loss(s, t).item(), rel=1e-5)
@@ -286,3 +287,20 @@ def test_feature_mimic_stage_two_trains_only_the_head(moons):
     assert torch.equal(stage_one["head.weight"], init["head.weight"])
     assert torch.equal(stage_two["body.hidden1.0.weight"], stage_one["body.hidden1.0.weight"])
     assert not torch.equal(stage_two["head.weight"], stage_one["head.weight"])
+
+
+def test_feature_methods_run_the_student_once_per_step(digits):
+    """Features come from the trainer's own forward (the method's `forward`), not a second pass."""
+    teacher = untrained("cnn-l", digits)
+    for name in ("attention_transfer", "fitnets", "feature_mimic"):
+        student = untrained("cnn-s", digits).train()
+        calls: list[bool] = []
+        student.register_forward_hook(lambda module, inputs, output, calls=calls: calls.append(module.training))
+        method = get_method(name)
+        ctx = TrainContext(digits, student, teacher.eval(), torch.device("cpu"), {"epochs": 2})
+        method.setup(ctx)
+        calls.clear()
+        batch = Batch(x=digits.x_train[:16], y=digits.y_train[:16], index=torch.arange(16))
+        logits = method.forward(ctx, batch)
+        sum(method.loss_terms(ctx, batch, logits).values()).backward()
+        assert calls == [True], name  # exactly one training-mode pass of the student

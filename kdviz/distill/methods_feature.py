@@ -55,11 +55,12 @@ def teacher_features(teacher: nn.Module, x: torch.Tensor, layers: Sequence[str])
     return tap.features
 
 
-def student_forward(student: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict]:
-    """Logits and features (with their graph) of one student forward pass."""
-    with FeatureTap(student, layers) as tap:
-        logits = student(x)
-    return logits, tap.features
+def tapped_forward(ctx, batch: Batch, layers: Sequence[str]) -> torch.Tensor:
+    """The student's logits, with its features at `layers` (same graph) put in `batch.student_features`."""
+    with FeatureTap(ctx.student, layers) as tap:
+        logits = ctx.student(batch.x)
+    batch.student_features = tap.features
+    return logits
 
 
 def middle_layer(feature_layer_names: Sequence[str]) -> str:
@@ -170,10 +171,11 @@ class AttentionTransfer(Method):
                 )
         self.layer_pairs = list(zip(student_layers, teacher_layers))
 
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        return tapped_forward(ctx, batch, [s for s, _ in self.layer_pairs])
+
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        # The passed logits have no feature taps; one more forward gives logits and maps from one graph.
-        student_layers = [s for s, _ in self.layer_pairs]
-        logits, student_maps = student_forward(ctx.student, batch.x, student_layers)
+        student_maps, logits = batch.student_features, student_logits
         teacher_maps = teacher_features(ctx.teacher, batch.x, [t for _, t in self.layer_pairs])
         transfer = sum(
             losses_feature.attention_transfer_loss(student_maps[s], teacher_maps[t], self.hparams["p"])
@@ -203,10 +205,12 @@ class RelationalKD(Method):
     }
     needs_teacher = True
 
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        return tapped_forward(ctx, batch, [ctx.student.feature_layer_names[-1]])
+
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Rerun the student as body -> head to get the embedding on the same graph as the logits.
-        student_embeddings = ctx.student.embed(batch.x)
-        logits = ctx.student.head(student_embeddings)
+        student_embeddings = batch.student_features[ctx.student.feature_layer_names[-1]].flatten(1)
+        logits = student_logits
         with torch.no_grad():
             teacher_embeddings = ctx.teacher.embed(batch.x)
         return {
@@ -258,10 +262,15 @@ class FitNets(Method):
     def extra_modules(self) -> list[nn.Module]:
         return [self.regressor]
 
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        if batch.epoch <= self.hint_epochs:
+            return tapped_forward(ctx, batch, [self.guided_layer])
+        return ctx.student(batch.x)
+
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = student_logits.new_zeros(())
         if batch.epoch <= self.hint_epochs:
-            _, student_maps = student_forward(ctx.student, batch.x, [self.guided_layer])
+            student_maps = batch.student_features
             hint = teacher_features(ctx.teacher, batch.x, [self.hint_layer])[self.hint_layer]
             guided = self.regressor(student_maps[self.guided_layer])
             hint_term = self.hparams["hint_weight"] * losses_feature.feature_l2(guided, hint)
@@ -327,18 +336,21 @@ class FeatureMimic(Method):
     def extra_modules(self) -> list[nn.Module]:
         return [] if isinstance(self.projection, nn.Identity) else [self.projection]
 
-    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        zero = student_logits.new_zeros(())
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
         if batch.epoch <= self.mimic_epochs:
-            _, student_maps = student_forward(ctx.student, batch.x, [self.student_layer])
-            target = teacher_features(ctx.teacher, batch.x, [self.teacher_layer])[self.teacher_layer]
-            mimicked = self.projection(student_maps[self.student_layer])
-            return {"mimic": self.hparams["mimic_weight"] * losses_feature.feature_l2(mimicked, target), "ce": zero}
-        # Stage 2: rerun with the chosen layer's output detached so only the layers above it (the head) learn.
+            return tapped_forward(ctx, batch, [self.student_layer])
+        # Stage 2: the chosen layer's output is detached so only the layers above it (the head) learn.
         layer = dict(ctx.student.named_modules())[self.student_layer]
         handle = layer.register_forward_hook(_detach_output)
         try:
-            logits = ctx.student(batch.x)
+            return ctx.student(batch.x)
         finally:
             handle.remove()
-        return {"mimic": zero, "ce": losses.cross_entropy(logits, batch.y)}
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        zero = student_logits.new_zeros(())
+        if batch.epoch <= self.mimic_epochs:
+            target = teacher_features(ctx.teacher, batch.x, [self.teacher_layer])[self.teacher_layer]
+            mimicked = self.projection(batch.student_features[self.student_layer])
+            return {"mimic": self.hparams["mimic_weight"] * losses_feature.feature_l2(mimicked, target), "ce": zero}
+        return {"mimic": zero, "ce": losses.cross_entropy(student_logits, batch.y)}

@@ -83,9 +83,14 @@ class SelfDistillationDropout(Method):
         super().setup(ctx)
         _check_linear_head(self.name, ctx.student)
 
-    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        # A second body pass: the trainer's forward is already done, so its features are not at hand.
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        # body -> head by hand, so the penultimate features of this very pass feed the dropout views.
         features = ctx.student.body(batch.x)
+        batch.student_features = {"penultimate": features}
+        return ctx.student.head(features)
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = batch.student_features["penultimate"]
         rate = self.hparams["dropout"]
         view_a = ctx.student.head(F.dropout(features, rate, training=True))
         view_b = ctx.student.head(F.dropout(features, rate, training=True))

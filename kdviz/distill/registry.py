@@ -47,6 +47,7 @@ class Batch:
     teacher_logits: torch.Tensor | None = None
     epoch: int = 1
     step: int = 0
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +82,11 @@ class Method:
         """Trainable modules the method adds (e.g. a hint regressor); trained with the student."""
         return []
 
+    def forward(self, ctx: TrainContext, batch: Batch) -> torch.Tensor:
+        """The student's training forward pass; methods that need intermediate features override it
+        to tap them (into `batch.student_features`) on the same graph as the logits."""
+        return ctx.student(batch.x)
+
     def loss_terms(self, ctx: TrainContext, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -99,14 +105,22 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+FAMILY_ORDER = ("baseline", "response", "self-distillation", "feature", "relation")
+
+
 def list_methods() -> list[type[Method]]:
-    """Registered method classes, in registration order."""
-    return list(_METHODS.values())
+    """Registered method classes grouped by family (`FAMILY_ORDER`), in registration order within one."""
+
+    def rank(cls: type[Method]) -> int:
+        family = cls.card.family
+        return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+    return sorted(_METHODS.values(), key=rank)
 
 
 def method_class(name: str) -> type[Method]:
     if name not in _METHODS:
-        raise MethodError(f"unknown method {name!r}; valid methods: {', '.join(_METHODS)}")
+        raise MethodError(f"unknown method {name!r}; valid methods: {', '.join(c.name for c in list_methods())}")
     return _METHODS[name]
 
 

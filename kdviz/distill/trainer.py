@@ -251,7 +251,7 @@ def fit(
                 epoch=epoch,
                 step=step,
             )
-            logits = student(batch.x)
+            logits = method.forward(ctx, batch)
             terms = method.loss_terms(ctx, batch, logits)
             loss = torch.stack(list(terms.values())).sum()
             optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,18 @@ import torch
 import torch.nn.functional as F
 
 
+def check_temperature(temperature: float) -> None:
+    """Raise a ValueError unless the softmax temperature is positive."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+
+
+def check_alpha(alpha: float) -> None:
+    """Raise a ValueError unless a mixing weight lies in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Softmax of `logits / temperature`: the softened distribution of Hinton et al. (2015)."""
     return F.softmax(logits / temperature, dim=-1)
@@ -40,8 +52,7 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
 
     The T² factor keeps the gradient scale of the soft term independent of T (Hinton et al., 2015).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    check_temperature(temperature)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
@@ -59,8 +70,7 @@ def hinton_kd(
 
     The total loss is the sum of the terms.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_alpha(alpha)
     return {
         "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
         "kd": alpha * kd_kl(student_logits, teacher_logits, temperature),

@@ -8,17 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill.losses import cross_entropy
-
-
-def _check_temperature(temperature: float) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy
 
 
 def _target_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -33,7 +23,7 @@ def soft_target_kl(
 
     `reduction="none"` gives one value per sample.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     # xlogy makes 0·log 0 = 0, so targets with exact zeros (one-hot-like) are fine
     per_sample = (torch.xlogy(target_probs, target_probs) - target_probs * log_p_student).sum(dim=-1)
@@ -57,7 +47,7 @@ def dkd_parts(
     NCKD: KL between the distributions over the non-target classes, renormalised among themselves
     (softmax of the non-target logits). With two classes NCKD is identically zero.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}")
     batch, num_classes = student_logits.shape
@@ -132,7 +122,7 @@ def virtual_teacher_probs(labels: torch.Tensor, num_classes: int, correct_prob: 
 
 def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """p^(1/T) renormalised: the temperature-T distribution of a teacher whose logits are log p."""
-    _check_temperature(temperature)
+    check_temperature(temperature)
     powered = probs.clamp_min(0.0) ** (1.0 / temperature)
     return powered / powered.sum(dim=-1, keepdim=True)
 
@@ -145,7 +135,7 @@ def tf_kd(
     alpha: float = 0.5,
 ) -> dict[str, torch.Tensor]:
     """Teacher-free KD: {"ce": (1-α)·CE(y, s), "kd_virtual": α·T²·KL(soften(p^d, T) ‖ p_s^T)}."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     virtual = virtual_teacher_probs(labels, student_logits.shape[-1], correct_prob).to(student_logits.dtype)
     return {
         "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
@@ -160,7 +150,7 @@ def hard_teacher(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0
 ) -> dict[str, torch.Tensor]:
     """{"ce": (1-α)·CE(y, s), "ce_teacher": α·CE(argmax z_t, s)}."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return {
         "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
         "ce_teacher": alpha * cross_entropy(student_logits, teacher_logits.argmax(dim=-1)),
@@ -204,7 +194,7 @@ def selective_kd(
     Dividing by the batch size B (not by the number selected) gives each selected sample exactly
     the gradient Hinton KD would give it, so selecting everything reproduces `kd`.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
     per_sample = soft_target_kl(student_logits, teacher_probs, temperature, reduction="none")
     return {
@@ -272,7 +262,7 @@ def kd_to_targets(
     term: str,
 ) -> dict[str, torch.Tensor]:
     """{"ce": (1-α)·CE(y, s), term: α·T²·KL(q ‖ p_s^T)} for temperature-T target probabilities q."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return {
         "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
         term: alpha * soft_target_kl(student_logits, target_probs, temperature),
@@ -323,7 +313,7 @@ def sampled_kd_kl(
     (the sampled-softmax correction). Both reweightings cancel exactly when p_s ∝ p_t on S, so
     the minimiser is the teacher's; as the sample grows to all classes (c → 1) this becomes full KD.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     log_c = inclusion.clamp_min(1e-12).log()
     corrected = (student_logits / temperature - log_c).masked_fill(~sampled, float("-inf"))
     log_p_student = F.log_softmax(corrected, dim=-1)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill.losses import cross_entropy, kd_kl
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-
-
-def _check_temperature(temperature: float) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy, kd_kl
 
 
 def progressive_alpha(epoch: int, total_epochs: int, alpha_final: float) -> float:
     """PS-KD's schedule α_t = α_T · t / T_total (epoch t counted from 1), reaching α_T at the last epoch."""
     if total_epochs < 1 or not 1 <= epoch <= total_epochs:
         raise ValueError(f"epoch must be in 1..{total_epochs}, got {epoch}")
-    _check_alpha(alpha_final)
+    check_alpha(alpha_final)
     return alpha_final * epoch / total_epochs
 
 
@@ -40,7 +30,7 @@ def progressive_self_kd(
     CE against the mixed target. Samples whose `has_previous` is False (no prediction recorded
     yet) get α_i = 0, i.e. the plain one-hot label.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if previous_probs.shape != logits.shape:
         raise ValueError(
             f"previous_probs must have the logits' shape {tuple(logits.shape)}, got {tuple(previous_probs.shape)}"
@@ -56,7 +46,7 @@ def progressive_self_kd(
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """T²·(KL(p_a ‖ p_b) + KL(p_b ‖ p_a)) at temperature T, batch-mean; gradients flow into both sides."""
-    _check_temperature(temperature)
+    check_temperature(temperature)
     # kd_kl(student, teacher) is T²·KL(teacher ‖ student): one call per direction.
     return kd_kl(logits_b, logits_a, temperature) + kd_kl(logits_a, logits_b, temperature)
 
@@ -83,7 +73,7 @@ def class_embedding_targets(class_weights: torch.Tensor, labels: torch.Tensor, t
 
     `class_weights` is the head's K×D weight matrix; row y is the class vector of label y.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if class_weights.dim() != 2:
         raise ValueError(f"class_weights must be a K×D matrix, got shape {tuple(class_weights.shape)}")
     unit = F.normalize(class_weights.detach(), dim=1)
@@ -99,7 +89,7 @@ def embedding_self_kd(
     alpha: float,
 ) -> dict[str, torch.Tensor]:
     """{"ce": (1-α)·CE(y, s), "embedding_kd": α·KL(q_y ‖ softmax(z_s))} with q_y from `class_embedding_targets`."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     targets = class_embedding_targets(class_weights, labels, temperature).to(logits.dtype)
     kl = F.kl_div(F.log_softmax(logits, dim=-1), targets, reduction="batchmean")
     return {"ce": (1.0 - alpha) * cross_entropy(logits, labels), "embedding_kd": alpha * kl}
@@ -118,7 +108,7 @@ def self_referenced_kd(
     (still in the first stage) gives plain CE and a zero self-reference term, so curves keep
     both names throughout the run.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if reference_logits is None:
         return {"ce": cross_entropy(logits, labels), "self_ref_kd": logits.new_zeros(())}
     return {

@@ -7,8 +7,8 @@ import torch
 from kdviz.distill import losses
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, register_method
 
-_TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of teacher and student", low=1e-3, high=100.0)
-_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weighs the label term", low=0.0, high=1.0)
+KD_TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of teacher and student", low=1e-3, high=100.0)
+KD_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weighs the label term", low=0.0, high=1.0)
 
 
 @register_method
@@ -54,7 +54,7 @@ class HintonKD(Method):
         "one trained on labels alone, because the soft targets carry class-similarity 'dark knowledge'.",
         family="response",
     )
-    hyperparameters = {"temperature": _TEMPERATURE, "alpha": _ALPHA}
+    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
     needs_teacher = True
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -7,11 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from kdviz.distill import losses_response as lr
-from kdviz.distill.methods import HintonKD
+from kdviz.distill.methods import KD_ALPHA, KD_TEMPERATURE, HintonKD
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
-
-_TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of teacher and student", low=1e-3, high=100.0)
-_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weighs the label term", low=0.0, high=1.0)
 
 
 def _require_classes(method: Method, ctx, minimum: int, why: str) -> None:
@@ -42,7 +39,7 @@ class DecoupledKD(Method):
         family="response",
     )
     hyperparameters = {
-        "temperature": _TEMPERATURE,
+        "temperature": KD_TEMPERATURE,
         "alpha": Hyperparameter(1.0, "weight α of TCKD (target vs non-target binary KL)", 0.0, 100.0),
         "beta": Hyperparameter(8.0, "weight β of NCKD (KL among the non-target classes)", 0.0, 100.0),
         "ce_weight": Hyperparameter(1.0, "weight w of the label cross-entropy", 0.0, 100.0),
@@ -84,7 +81,7 @@ class TeacherFreeKD(Method):
     )
     hyperparameters = {
         "correct_prob": Hyperparameter(0.9, "virtual teacher's probability a of the correct class", 0.0, 1.0),
-        "temperature": _TEMPERATURE,
+        "temperature": KD_TEMPERATURE,
         "alpha": Hyperparameter(0.5, "weight α of the virtual-teacher term; (1-α) weighs the label term", 0.0, 1.0),
     }
 
@@ -106,7 +103,7 @@ class TeacherFreeSelfKD(HintonKD):
         "the teacher is no stronger; the same loss as `born_again` with KD's usual α and T.",
         family="self-distillation",
     )
-    hyperparameters = {"temperature": _TEMPERATURE, "alpha": _ALPHA}
+    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
     same_architecture_teacher = True
 
 
@@ -144,8 +141,8 @@ class SelectiveKD(Method):
         family="response",
     )
     hyperparameters = {
-        "temperature": _TEMPERATURE,
-        "alpha": _ALPHA,
+        "temperature": KD_TEMPERATURE,
+        "alpha": KD_ALPHA,
         "ratio": Hyperparameter(0.5, "fraction r of samples that get the KD term (the hardest by student CE)", 0.01, 1),
         "global_queue": Hyperparameter(0.0, "1: threshold from a queue of recent CE values; 0: per batch", 0.0, 1.0),
         "queue_size": Hyperparameter(2048, "length of the global CE queue (global_queue=1)", 1, 1_000_000),
@@ -187,8 +184,8 @@ class PermutedKD(Method):
         family="response",
     )
     hyperparameters = {
-        "temperature": _TEMPERATURE,
-        "alpha": _ALPHA,
+        "temperature": KD_TEMPERATURE,
+        "alpha": KD_ALPHA,
         "permutation_seed": Hyperparameter(
             0, "seed of the per-sample permutations (fixed for the whole run)", 0, 2**31
         ),
@@ -221,7 +218,7 @@ class TeacherMassSmoothing(Method):
         "what KD would be if its soft targets only said how sure the teacher is. Needs ≥ 3 classes.",
         family="response",
     )
-    hyperparameters = {"temperature": _TEMPERATURE, "alpha": _ALPHA}
+    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
     needs_teacher = True
 
     def setup(self, ctx) -> None:
@@ -254,8 +251,8 @@ class SampledKD(Method):
         family="response",
     )
     hyperparameters = {
-        "temperature": _TEMPERATURE,
-        "alpha": _ALPHA,
+        "temperature": KD_TEMPERATURE,
+        "alpha": KD_ALPHA,
         "proposal": Hyperparameter(1, "0: teacher top-k (no sampling); 1: sample from the teacher; 2: dynamic", 0, 2),
         "num_sampled": Hyperparameter(32, "k classes kept (top-k) or m draws per sample (sampled)", 1, 100_000),
         "uniform_mix": Hyperparameter(0.1, "uniform mass ε mixed into the proposal (support for every class)", 0, 1),

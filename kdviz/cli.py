@@ -98,7 +98,6 @@ def _store(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from kdviz.analysis.calibration import ece  # noqa: F401  (fail early if analysis is broken)
     from kdviz.data.cache import get_dataset
     from kdviz.distill import TrainConfig, method_class, train
     from kdviz.models import default_pair
@@ -157,12 +156,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     student_cfg.teacher = teacher.id if method.needs_teacher else None
     student = run_with_bar(args.method, student_cfg)
 
-    from kdviz.distill.trainer import summarize
+    from kdviz.distill.trainer import scores_against
 
     rows = {"teacher": teacher, "scratch": scratch, "student": student}
     result: dict[str, dict[str, Any]] = {}
     for role, run in rows.items():
-        numbers = summarize(run.model, dataset, teacher.model if role != "teacher" else None)
+        numbers = scores_against(run, dataset, teacher)
         result[role] = {
             "run_id": run.id,
             "model": run.config["student"].get("name", run.config["student"]),
@@ -170,7 +169,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "test_accuracy": numbers["test_accuracy"],
             "test_ece": numbers["test_ece"],
             "test_nll": numbers["test_nll"],
-            "teacher_agreement": numbers.get("test_agreement", 1.0 if role == "teacher" else None),
+            "teacher_agreement": numbers["test_agreement"],
             "params": numbers["params"],
             "train_seconds": run.summary.get("train_seconds"),
         }

@@ -9,7 +9,7 @@ import pandas as pd
 
 from kdviz.data.cache import get_dataset
 from kdviz.distill.registry import method_class
-from kdviz.distill.trainer import Run, TrainConfig, summarize, train
+from kdviz.distill.trainer import Run, TrainConfig, scores_against, train
 
 METRICS = ("test_accuracy", "test_ece", "test_nll", "test_agreement", "test_kl_to_teacher")
 
@@ -63,7 +63,7 @@ def compare_methods(
             )
             teacher_model = teacher_run.model if cls.needs_teacher else None
             run = train(config, store=store, dataset=dataset, device=device, teacher=teacher_model)
-            numbers = summarize(run.model, dataset, teacher_run.model)
+            numbers = scores_against(run, dataset, teacher_run)
             rows.append({"method": name, "seed": seed, "run_id": run.id, **{k: numbers[k] for k in METRICS}})
             if on_run is not None:
                 on_run(name, seed, run)

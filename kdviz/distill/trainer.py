@@ -18,7 +18,7 @@ from torch import nn
 from kdviz.data import Dataset
 from kdviz.data.cache import get_dataset
 from kdviz.device import pick_device
-from kdviz.distill.registry import Batch, Method, MethodError, get_method, method_class, resolve_hparams
+from kdviz.distill.registry import Batch, Method, get_method, method_class, resolve_hparams
 from kdviz.models import KDModel, build_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -331,11 +331,17 @@ def summarize(model: KDModel, dataset: Dataset, teacher: KDModel | None = None) 
     return summary
 
 
-def resolve_method_requirements(config: TrainConfig, teacher_run: str | None) -> None:
-    """Fail early, before any data loads, when a method needs a teacher and none was named."""
-    cls = method_class(config.method)
-    if cls.needs_teacher and teacher_run is None:
-        raise MethodError(f"method {config.method!r} needs a teacher run (e.g. --teacher cnn-l on the CLI)")
+def scores_against(run: Run, dataset: Dataset, teacher: Run) -> dict[str, Any]:
+    """`run`'s headline numbers with agreement and KL measured against `teacher`.
+
+    A run distilled from `teacher` already holds them in its summary, and the teacher agrees with
+    itself; only other runs (scratch, teacher-free methods) are evaluated again.
+    """
+    if run.config.get("teacher") == teacher.id:
+        return run.summary
+    if run.id == teacher.id:
+        return {**run.summary, "test_agreement": 1.0, "test_kl_to_teacher": 0.0}
+    return summarize(run.model, dataset, teacher.model)
 
 
 def train(
@@ -357,7 +363,6 @@ def train(
     from kdviz.store import config_hash
 
     dataset = dataset if dataset is not None else get_dataset(config.dataset)
-    resolve_method_requirements(config, config.teacher if teacher is None else "module")
     if config.teacher is not None and teacher is None:
         if store is None:
             raise ValueError("a teacher run id needs a store to load it from")

@@ -19,7 +19,7 @@ from kdviz.data import Dataset
 from kdviz.data.cache import get_dataset
 from kdviz.device import pick_device
 from kdviz.distill.registry import Batch, Method, get_method, method_class, resolve_hparams
-from kdviz.models import KDModel, build_model
+from kdviz.models import KDModel, build_model, estimate_flops
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
@@ -307,13 +307,7 @@ def summarize(model: KDModel, dataset: Dataset, teacher: KDModel | None = None) 
 
     device = next(model.parameters()).device
     data = dataset.to(device)
-    summary: dict[str, Any] = {"params": model.num_params()}
-    try:
-        from kdviz.models import estimate_flops
-
-        summary["flops"] = int(estimate_flops(model, dataset.input_shape))
-    except (ImportError, RuntimeError, ValueError):
-        pass
+    summary: dict[str, Any] = {"params": model.num_params(), "flops": estimate_flops(model, dataset.input_shape)}
     splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
     splits.update({name: (s.x, s.y) for name, s in data.extra_splits.items()})
     for name, (x, y) in splits.items():

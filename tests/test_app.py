@@ -5,7 +5,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 
-def test_welcome_page_lists_datasets_and_methods():
+def test_welcome_page_lists_datasets_and_methods(app_env):
     app = AppTest.from_file(str(Path(__file__).parent.parent / "app.py"), default_timeout=60).run()
     assert not app.exception
     assert "knowledge distillation" in app.title[0].value

@@ -1,0 +1,236 @@
+"""The app's shared, read-mostly view of the run store: runs by role, loaded models and their logits.
+
+One `Workspace` serves every user of one server. Models and logits are cached by run id (and
+checkpoint epoch, split), never by tensors, in small bounded LRU caches; everything returned is
+shared, so callers must not modify it. Hook-based analyses must hold
+`kdviz.analysis.module_lock(model)` while they run on a shared model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from kdviz.data.cache import get_dataset
+from kdviz.data.dataset import Dataset
+from kdviz.distill.trainer import predict_logits
+from kdviz.models import KDModel, build_model
+from kdviz.samples import SAMPLES_DIR, install_samples, sample_roles
+from kdviz.store import RunRecord, RunStore
+
+T = TypeVar("T")
+ROLE_ORDER = ("teacher", "scratch", "distilled", "self")
+SELF_METHODS = frozenset(
+    {"ps_kd", "sd_dropout", "embedding_self_kd", "srdl", "tf_kd_self", "byot", "multi_branch", "self_kd_ambiguity"}
+)
+
+
+class WorkspaceError(LookupError):
+    """A run, checkpoint or split the caller asked for does not exist."""
+
+
+class _LRU:
+    """A tiny thread-safe LRU cache: `get(key, make)` builds each value once per key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # concurrent requests for one key build it once
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = make()
+            with self._lock:
+                self._items[key] = value
+                self._key_locks.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def run_role(record: RunRecord) -> str:
+    """The role a run plays on its own: distilled (has a teacher), self-distilled, or scratch."""
+    config = record.config
+    if config.get("teacher") or config.get("teachers"):
+        return "distilled"
+    if config.get("method") in SELF_METHODS:
+        return "self"
+    return "scratch"
+
+
+def run_label(record: RunRecord) -> str:
+    """A short human label: model, method, subset and a short id, e.g. ``cnn-s · kd · 500 ex · 1a2b3c``."""
+    config = record.config
+    student = config.get("student")
+    model = student.get("label") or student.get("arch") if isinstance(student, dict) else str(student)
+    parts = [str(model), str(config.get("method", "?"))]
+    if config.get("train_subset"):
+        parts.append(f"{config['train_subset']} ex")
+    if record.name:
+        parts.append(record.name)
+    parts.append(record.id[:6])
+    return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The models a page compares: role → run id (teacher first), all on one dataset."""
+
+    dataset: dict[str, Any]
+    roles: dict[str, str]
+
+    @property
+    def teacher(self) -> str | None:
+        return self.roles.get("teacher")
+
+    def students(self) -> dict[str, str]:
+        return {role: run for role, run in self.roles.items() if role != "teacher"}
+
+
+class Workspace:
+    """Runs of one store grouped for the app, with bounded caches of models and logits."""
+
+    def __init__(
+        self, store: RunStore, *, samples_dir: Any = SAMPLES_DIR, max_models: int = 24, max_arrays: int = 96
+    ) -> None:
+        self.store = store
+        self.samples_dir = samples_dir
+        self._models = _LRU(max_models)
+        self._arrays = _LRU(max_arrays)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def install_samples(self) -> list[str]:
+        """Import the shipped sample runs that the store lacks (idempotent)."""
+        return install_samples(self.store, self.samples_dir)
+
+    def record(self, run_id: str) -> RunRecord:
+        record = self.store.get(run_id)
+        if record is None:
+            raise WorkspaceError(f"no run {run_id!r}: it may have been deleted — pick another run")
+        return record
+
+    def runs(self, dataset: str | None = None) -> list[RunRecord]:
+        """Finished runs (newest first), optionally of one dataset."""
+        return self.store.list(dataset=dataset) if dataset else self.store.list()
+
+    def datasets(self) -> list[str]:
+        """Names of datasets that have at least one run, sample datasets first."""
+        names = {r.config["dataset"]["name"] for r in self.runs()}
+        samples = [n for n in ("shapes", "digits", "mnist1d", "moons", "gaussians") if n in names]
+        return samples + sorted(names - set(samples))
+
+    def teachers(self, dataset: str) -> list[RunRecord]:
+        """Runs that can teach: trained from labels alone (largest first)."""
+        runs = [r for r in self.runs(dataset) if run_role(r) == "scratch"]
+        return sorted(runs, key=lambda r: -int(r.summary.get("params", 0)))
+
+    def students_of(self, teacher_id: str) -> list[RunRecord]:
+        """Runs distilled from `teacher_id`."""
+        dataset = self.record(teacher_id).config["dataset"]["name"]
+        return [
+            r
+            for r in self.runs(dataset)
+            if r.config.get("teacher") == teacher_id or teacher_id in (r.config.get("teachers") or [])
+        ]
+
+    def default_selection(self, dataset: str) -> Selection | None:
+        """The shipped sample pair of `dataset` when installed, else the newest teacher and its students."""
+        roles = {
+            role: rid
+            for role, rid in sample_roles(dataset, self.samples_dir).items()
+            if self.store.get(rid) is not None
+        }
+        if "teacher" not in roles:
+            teachers = self.teachers(dataset)
+            if not teachers:
+                return None
+            roles = {"teacher": teachers[0].id}
+            for record in self.students_of(teachers[0].id)[:1]:
+                roles["distilled"] = record.id
+        return Selection(self.record(roles["teacher"]).config["dataset"], roles)
+
+    # -- models and outputs -----------------------------------------------------------------
+
+    def dataset(self, run_id: str) -> Dataset:
+        return get_dataset(self.record(run_id).config["dataset"])
+
+    def model(self, run_id: str, epoch: int | None = None) -> KDModel:
+        """The run's model at `epoch` (default: its last checkpoint), on CPU in eval mode; shared."""
+        record = self.record(run_id)
+        if epoch is not None and epoch not in record.checkpoints:
+            valid = ", ".join(map(str, record.checkpoints))
+            raise WorkspaceError(f"run {run_id[:10]} has no checkpoint at epoch {epoch}; saved epochs: {valid}")
+
+        def make() -> KDModel:
+            model = build_model(record.config["student"], self.dataset(run_id))
+            model.load_state_dict(self.store.load_weights(run_id, epoch))
+            for p in model.parameters():
+                p.requires_grad_(False)
+            return model.eval()
+
+        return self._models.get((run_id, epoch), make)
+
+    def inputs(self, run_id: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of `split` as the run sees them (privileged runs see the privileged view)."""
+        data = self.dataset(run_id)
+        x, y = data.split(split)
+        if self.record(run_id).config.get("inputs") == "privileged":
+            x = (
+                getattr(data, f"privileged_{split}", None)
+                if split in ("train", "val", "test")
+                else data.split_extra(split).privileged
+            )
+            if x is None:
+                raise WorkspaceError(f"dataset {data.name} has no privileged view of split {split!r}")
+        return x, y
+
+    def logits(self, run_id: str, split: str = "test", epoch: int | None = None) -> np.ndarray:
+        """The run's logits on `split` (float32 N×K numpy, read-only; cached)."""
+
+        def make() -> np.ndarray:
+            x, _ = self.inputs(run_id, split)
+            array = predict_logits(self.model(run_id, epoch), x).numpy()
+            array.setflags(write=False)
+            return array
+
+        return self._arrays.get(("logits", run_id, split, epoch), make)
+
+    def probs(self, run_id: str, split: str = "test", epoch: int | None = None) -> np.ndarray:
+        def make() -> np.ndarray:
+            array = torch.softmax(torch.from_numpy(self.logits(run_id, split, epoch)), dim=1).numpy()
+            array.setflags(write=False)
+            return array
+
+        return self._arrays.get(("probs", run_id, split, epoch), make)
+
+    def labels(self, run_id: str, split: str = "test") -> np.ndarray:
+        return self.dataset(run_id).split(split)[1].numpy()
+
+    def cached(self, key: Hashable, make: Callable[[], T]) -> T:
+        """Any other derived array, cached under `key` (which must name run ids and options, not tensors)."""
+        return self._arrays.get(("derived", key), make)
+
+    def forget(self, run_id: str) -> None:
+        """Drop the cached models and arrays (after a run is deleted); they are rebuilt on demand."""
+        self._models.clear()
+        self._arrays.clear()

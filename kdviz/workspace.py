@@ -217,7 +217,7 @@ class Workspace:
 
     def probs(self, run_id: str, split: str = "test", epoch: int | None = None) -> np.ndarray:
         def make() -> np.ndarray:
-            array = torch.softmax(torch.from_numpy(self.logits(run_id, split, epoch)), dim=1).numpy()
+            array = torch.softmax(torch.tensor(self.logits(run_id, split, epoch)), dim=1).numpy()
             array.setflags(write=False)
             return array
 

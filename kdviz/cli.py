@@ -86,6 +86,10 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     rm = runs_sub.add_parser("rm", help="delete a run")
     rm.add_argument("run_id")
+
+    samples = sub.add_parser("build-samples", help="train the sample models the app ships with (sample_models/)")
+    samples.add_argument("--out", default=None, help="output folder (default: the repository's sample_models/)")
+    samples.add_argument("--datasets", default=None, help="comma-separated subset of the sample datasets")
     return parser
 
 
@@ -304,7 +308,18 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_samples(args: argparse.Namespace) -> int:
+    from kdviz.samples import SAMPLES_DIR, build_samples
+
+    datasets = [name.strip() for name in args.datasets.split(",")] if args.datasets else None
+    out = args.out or SAMPLES_DIR
+    build_samples(out, datasets)
+    print(f"wrote {out}/manifest.json")
+    return 0
+
+
 COMMANDS = {
+    "build-samples": _cmd_build_samples,
     "train": _cmd_train,
     "compare": _cmd_compare,
     "datasets": _cmd_datasets,

@@ -79,3 +79,10 @@ def test_shipped_samples_match_the_plans_and_stay_small():
         configs = plan_configs(samples.SAMPLE_PLANS[name], runs["teacher"]["id"])
         for role, config in configs.items():
             assert config_hash(config.resolved(dataset)) == runs[role]["id"], f"{name}/{role} is stale: rebuild samples"
+
+
+def test_cli_build_samples_names_bad_datasets(capsys: pytest.CaptureFixture[str]):
+    from kdviz.cli import main
+
+    assert main(["build-samples", "--datasets", "shapes,nope", "--out", "/nonexistent"]) == 2
+    assert "no sample plan for nope" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from kdviz.store.errors import (
     RunStoreError,
 )
 from kdviz.store.hashing import ConfigError, canonical_json, config_hash
+from kdviz.store.jobs import Job, JobError, JobQueueFull, JobRegistry, RegistryClosed
 from kdviz.store.runs import RunRecord, RunStore, default_root
 
 __all__ = [
@@ -23,6 +24,11 @@ __all__ = [
     "ConfigError",
     "CorruptRunError",
     "InvalidRunError",
+    "Job",
+    "JobError",
+    "JobQueueFull",
+    "JobRegistry",
+    "RegistryClosed",
     "RunCardError",
     "RunExistsError",
     "RunNotFoundError",

@@ -81,7 +81,7 @@ def run_label(record: RunRecord) -> str:
     """A short human label: model, method, subset and a short id, e.g. ``cnn-s · kd · 500 ex · 1a2b3c``."""
     config = record.config
     student = config.get("student")
-    model = student.get("label") or student.get("arch") if isinstance(student, dict) else str(student)
+    model = (student.get("name") or student.get("arch")) if isinstance(student, dict) else str(student)
     parts = [str(model), str(config.get("method", "?"))]
     if config.get("train_subset"):
         parts.append(f"{config['train_subset']} ex")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the whole test suite (sets up .venv first): lint, then every test including slow ones.
+# Run the whole test suite (sets up .venv and Chromium first): lint, then every test including slow and browser ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-.venv/bin/ruff check kdviz tests bench app.py pages
+bash scripts/setup_browser.sh
+.venv/bin/ruff check kdviz tests bench ui app.py pages
 .venv/bin/python -m pytest "$@"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import streamlit as st
 
-from kdviz.store import RunStore
+from kdviz.store import JobRegistry, RunStore
 from kdviz.workspace import Selection, Workspace, run_label
 
 T = TypeVar("T")
@@ -26,6 +28,17 @@ def workspace() -> Workspace:
     ws = Workspace(RunStore())
     ws.install_samples()
     return ws
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> JobRegistry:
+    """The one training queue of this server process ($KDVIZ_WORKERS workers, default 1; 16 pending jobs at most)."""
+    return JobRegistry(workspace().store, workers=int(os.environ.get("KDVIZ_WORKERS", "1")), max_pending=16)
+
+
+def owner() -> str:
+    """This browser session's id, the owner of the jobs it submits."""
+    return st.session_state.setdefault("_kdviz_owner", uuid.uuid4().hex)
 
 
 def lesson_mode() -> bool:

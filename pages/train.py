@@ -1,0 +1,154 @@
+"""Train: pick or train a teacher, then train students with any method in the shared background queue."""
+
+import streamlit as st
+
+from kdviz.plots import learning_curves, loss_term_curves
+from kdviz.views import train as tv
+from ui import state
+from ui.widgets import chart, guard
+
+ws = state.workspace()
+registry = state.jobs()
+me = state.owner()
+lesson = state.lesson_mode()
+selection = state.current_selection()
+
+st.title("Train")
+st.caption(
+    "Jobs run in one shared, bounded queue on this server: the same configuration asked for by several people "
+    "trains once, and every finished run becomes selectable on every page."
+)
+
+kinds = tv.dataset_kinds()
+state.from_url("tr_dataset", selection.dataset["name"] if selection else "shapes", valid=list(kinds))
+dataset_name = st.selectbox("Dataset", list(kinds), key="tr_dataset", help="built-in datasets")
+models, default_teacher_model, default_student_model = tv.model_choices(kinds[dataset_name])
+dataset_spec: dict = {"name": dataset_name}
+teacher_id: str | None = None
+
+
+def submit(config_factory, what: str) -> None:
+    """Queue the config the factory builds; the message names the job or says why not."""
+    with guard(f"start {what}"):
+        job = registry.submit(config_factory(), owner=me)
+        st.session_state["tr_last_job"] = job.id
+        verb = "is already finished" if job.finished else "was queued"
+        st.toast(f"{what.capitalize()} {verb}: job {job.id[:10]}")
+
+
+teacher_col, student_col = st.columns(2, gap="large")
+with teacher_col:
+    st.subheader("1 · Teacher")
+    teacher_runs = [r.id for r in ws.teachers(dataset_name)]
+    sources = ["Use a finished run", "Train a new teacher"]
+    state.from_url("tr_source", sources[0] if teacher_runs else sources[1], valid=sources)
+    source = st.radio("Teacher", sources, key="tr_source", horizontal=True, label_visibility="collapsed")
+    if source == sources[0]:
+        if teacher_runs:
+            default = selection.teacher if selection and selection.teacher in teacher_runs else teacher_runs[0]
+            state.from_url("tr_teacher", default, valid=teacher_runs)
+            teacher_id = st.selectbox(
+                "Teacher run", teacher_runs, key="tr_teacher", format_func=lambda rid: tv.run_choice_label(ws.record(rid))
+            )
+            dataset_spec = ws.record(teacher_id).config["dataset"]
+            st.caption(f"Students train on the teacher's data: `{dataset_spec}`")
+        else:
+            st.info(f"No finished teacher on {dataset_name} yet: choose “Train a new teacher”.")
+    else:
+        teacher_model = st.selectbox(
+            "Teacher model", models, index=models.index(default_teacher_model), key="tr_teacher_model"
+        )
+        teacher_epochs = st.number_input("Teacher epochs", 1, 200, 10, key="tr_teacher_epochs")
+        teacher_seed = 0 if lesson else st.number_input("Teacher seed", 0, 10_000, 0, key="tr_teacher_seed")
+        st.caption("A teacher learns from labels alone (cross-entropy) on the whole training split.")
+        if st.button("Train teacher", type="primary", key="tr_submit_teacher"):
+            submit(
+                lambda: tv.teacher_config(dataset_spec, teacher_model, epochs=int(teacher_epochs), seed=int(teacher_seed)),
+                "the teacher's training",
+            )
+
+with student_col:
+    st.subheader("2 · Student")
+    names = tv.method_names()
+    state.from_url("tr_method", "kd", valid=names)
+    method = st.selectbox(
+        "Method", names, key="tr_method", format_func=lambda n: f"{n} — {tv.method_card(n)['title']}"
+    )
+    card = tv.method_card(method)
+    with st.expander(f"Card: {card['title']}", expanded=not lesson):
+        st.markdown(f"*{card['paper']}*  \nfamily: **{card['family']}**")
+        st.code(card["formula"], language=None, wrap_lines=True)
+        st.markdown(card["claim"])
+    state.from_url("tr_model", default_student_model, valid=models)
+    student_model = st.selectbox("Student model", models, key="tr_model")
+    hparams = {}
+    shown = [k for k in card["hyperparameters"] if not lesson or k in ("temperature", "alpha")]
+    for key in shown:
+        spec = card["hyperparameters"][key]
+        hparams[key] = st.number_input(
+            key.replace("_", " "),
+            min_value=float(spec["low"]) if spec["low"] is not None else None,
+            max_value=float(spec["high"]) if spec["high"] is not None else None,
+            value=float(spec["default"]),
+            help=spec["description"],
+            key=f"tr_hp_{method}_{key}",
+            format="%.4g",
+        )
+    epochs = st.number_input("Epochs", 1, 200, tv.DEFAULT_STUDENT_EPOCHS, key="tr_epochs")
+    seed, subset = 0, None
+    if not lesson:
+        with st.expander("Advanced"):
+            seed = st.number_input("Seed", 0, 10_000, 0, key="tr_seed")
+            subset = st.number_input(
+                "Labelled examples (0 = the whole training split)", 0, 1_000_000, 0, step=50, key="tr_subset",
+                help="train the student on a fixed random subset of this size (the teacher still saw everything)",
+            )
+    needs_teacher = card["needs_teacher"]
+    if needs_teacher and teacher_id is None:
+        st.info(f"{method} learns from a teacher: pick a finished teacher run (or train one first).")
+    if st.button("Train student", type="primary", key="tr_submit_student", disabled=needs_teacher and not teacher_id):
+        submit(
+            lambda: tv.student_config(
+                dataset_spec, student_model, method, teacher=teacher_id, hparams=hparams, epochs=int(epochs),
+                seed=int(seed), train_subset=int(subset) or None,
+            ),
+            "the student's training",
+        )
+
+st.divider()
+st.subheader("3 · Jobs")
+my_jobs = registry.jobs(me)
+watching = {job.id for job in my_jobs if not job.finished}
+
+
+@st.fragment(run_every=1.0 if watching else None)
+def job_panel() -> None:
+    """This session's jobs, polled every second while one is unfinished; never blocks the page."""
+    jobs = registry.jobs(me)
+    waiting = sum(1 for job in registry.active() if job.state == "queued")
+    st.caption(f"{len(registry.active())} active job(s) on this server, {waiting} waiting.")
+    if not jobs:
+        st.caption("Jobs you start appear here with their live curves.")
+    for job in jobs[:6]:
+        snap = job.snapshot()
+        with st.container(border=True, key=f"tr_job_{job.id}"):
+            st.markdown(f"**{tv.describe_config(snap['config'])}** · job `{job.id[:10]}`")
+            st.markdown(tv.job_line(snap))
+            if snap["epochs"]:
+                st.progress(min(1.0, snap["epoch"] / snap["epochs"]))
+            if snap["history"]:
+                left, right = st.columns(2)
+                with left, guard("draw the loss terms"):
+                    chart(loss_term_curves(snap["history"]), key=f"tr_terms_{job.id}")
+                with right, guard("draw the accuracy"):
+                    metric = "val_accuracy" if "val_accuracy" in snap["history"][-1] else "train_accuracy"
+                    chart(learning_curves({"this run": snap["history"]}, metric), key=f"tr_acc_{job.id}")
+            if not job.finished:
+                st.button("Cancel", key=f"tr_cancel_{job.id}", on_click=job.cancel, kwargs={"owner": me})
+            elif snap["state"] == "done":
+                st.success("Finished: pick it in the sidebar of any page.")
+    if watching and all(registry.get(job_id) is None or registry.get(job_id).finished for job_id in watching):
+        st.rerun(scope="app")  # new runs appear in the sidebar; polling stops
+
+
+job_panel()

@@ -48,7 +48,7 @@ with teacher_col:
             default = selection.teacher if selection and selection.teacher in teacher_runs else teacher_runs[0]
             state.from_url("tr_teacher", default, valid=teacher_runs)
             teacher_id = st.selectbox(
-                "Teacher run", teacher_runs, key="tr_teacher", format_func=lambda rid: tv.run_choice_label(ws.record(rid))
+                "Teacher run", teacher_runs, key="tr_teacher", format_func=lambda r: tv.run_choice_label(ws.record(r))
             )
             dataset_spec = ws.record(teacher_id).config["dataset"]
             st.caption(f"Students train on the teacher's data: `{dataset_spec}`")
@@ -62,18 +62,14 @@ with teacher_col:
         teacher_seed = 0 if lesson else st.number_input("Teacher seed", 0, 10_000, 0, key="tr_teacher_seed")
         st.caption("A teacher learns from labels alone (cross-entropy) on the whole training split.")
         if st.button("Train teacher", type="primary", key="tr_submit_teacher"):
-            submit(
-                lambda: tv.teacher_config(dataset_spec, teacher_model, epochs=int(teacher_epochs), seed=int(teacher_seed)),
-                "the teacher's training",
-            )
+            config = tv.teacher_config(dataset_spec, teacher_model, epochs=int(teacher_epochs), seed=int(teacher_seed))
+            submit(lambda: config, "the teacher's training")
 
 with student_col:
     st.subheader("2 · Student")
     names = tv.method_names()
     state.from_url("tr_method", "kd", valid=names)
-    method = st.selectbox(
-        "Method", names, key="tr_method", format_func=lambda n: f"{n} — {tv.method_card(n)['title']}"
-    )
+    method = st.selectbox("Method", names, key="tr_method", format_func=lambda n: f"{n} — {tv.method_card(n)['title']}")
     card = tv.method_card(method)
     with st.expander(f"Card: {card['title']}", expanded=not lesson):
         st.markdown(f"*{card['paper']}*  \nfamily: **{card['family']}**")
@@ -100,7 +96,12 @@ with student_col:
         with st.expander("Advanced"):
             seed = st.number_input("Seed", 0, 10_000, 0, key="tr_seed")
             subset = st.number_input(
-                "Labelled examples (0 = the whole training split)", 0, 1_000_000, 0, step=50, key="tr_subset",
+                "Labelled examples (0 = the whole training split)",
+                0,
+                1_000_000,
+                0,
+                step=50,
+                key="tr_subset",
                 help="train the student on a fixed random subset of this size (the teacher still saw everything)",
             )
     needs_teacher = card["needs_teacher"]
@@ -109,8 +110,14 @@ with student_col:
     if st.button("Train student", type="primary", key="tr_submit_student", disabled=needs_teacher and not teacher_id):
         submit(
             lambda: tv.student_config(
-                dataset_spec, student_model, method, teacher=teacher_id, hparams=hparams, epochs=int(epochs),
-                seed=int(seed), train_subset=int(subset) or None,
+                dataset_spec,
+                student_model,
+                method,
+                teacher=teacher_id,
+                hparams=hparams,
+                epochs=int(epochs),
+                seed=int(seed),
+                train_subset=int(subset) or None,
             ),
             "the student's training",
         )

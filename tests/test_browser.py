@@ -24,7 +24,7 @@ ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 
 if not CHROMIUM.exists():
     if os.environ.get("KDVIZ_REQUIRE_BROWSER"):
-        raise RuntimeError("browser tests are required here but /usr/bin/chromium is missing (apt-get install chromium)")
+        raise RuntimeError("browser tests are required but /usr/bin/chromium is missing (apt-get install chromium)")
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -30,6 +30,8 @@ SHAPES = {
 }
 KINDS = {"rgb32": "image", "digits": "image", "signal": "signal", "points": "points", "tabular": "tabular"}
 FITS = {"mlp": list(SHAPES), "cnn": ["rgb32", "digits"], "resnet": ["rgb32", "digits"], "cnn1d": ["signal"]}
+ARCHES = "mlp, cnn, cnn1d, cnn_exits, cnn_branches, cnn1d_exits, cnn1d_branches, mlp_exits, mlp_branches, resnet"
+FITS.update({f"{family}_{kind}": FITS[family] for family in ("mlp", "cnn", "cnn1d") for kind in ("exits", "branches")})
 CASES = [(name, shape) for name in list_models() for shape in FITS[resolve_spec(name)["arch"]]]
 
 
@@ -59,14 +61,31 @@ def test_presets_cover_every_family() -> None:
         "cnn1d-s",
         "cnn1d-m",
         "cnn1d-l",
+        "cnn-s-exits",
+        "cnn1d-s-exits",
+        "mlp-64x3-exits",
+        "cnn-s-branches",
+        "cnn1d-s-branches",
+        "mlp-64x2-branches",
     ]
 
 
 def test_list_models_filters_by_input_kind() -> None:
     mlps = ["linear", "mlp-8", "mlp-16", "mlp-64x2", "mlp-256x3"]
-    assert list_models("image") == [*mlps, "cnn-xs", "cnn-s", "cnn-m", "cnn-l", "cnn-xl", "resnet-8"]
-    assert list_models("signal") == [*mlps, "cnn1d-s", "cnn1d-m", "cnn1d-l"]
-    assert list_models("points") == list_models("tabular") == mlps
+    multi = ["mlp-64x3-exits", "mlp-64x2-branches"]
+    images = ["cnn-xs", "cnn-s", "cnn-m", "cnn-l", "cnn-xl", "resnet-8"]
+    assert list_models("image") == [*mlps, *images, "cnn-s-exits", multi[0], "cnn-s-branches", multi[1]]
+    assert list_models("signal") == [
+        *mlps,
+        "cnn1d-s",
+        "cnn1d-m",
+        "cnn1d-l",
+        "cnn1d-s-exits",
+        multi[0],
+        "cnn1d-s-branches",
+        multi[1],
+    ]
+    assert list_models("points") == list_models("tabular") == [*mlps, *multi]
     with pytest.raises(ValueError, match="unknown input kind 'text'"):
         list_models("text")
 
@@ -97,7 +116,7 @@ def test_feature_layers_run_in_order_and_end_in_the_penultimate(name: str, shape
     for handle in handles:
         handle.remove()
     assert call_order == model.feature_layer_names
-    spatial_rank = {"cnn": 4, "resnet": 4, "cnn1d": 3, "mlp": 2}[model.spec["arch"]]
+    spatial_rank = {"cnn": 4, "resnet": 4, "cnn1d": 3, "mlp": 2}[model.spec["arch"].split("_")[0]]
     for layer in model.feature_layer_names[:-1]:
         assert tap.features[layer].dim() == spatial_rank, layer
     penultimate = tap.features[model.feature_layer_names[-1]]
@@ -108,7 +127,7 @@ def test_feature_layers_run_in_order_and_end_in_the_penultimate(name: str, shape
 @pytest.mark.parametrize(("name", "shape_key"), CASES)
 def test_last_conv_layer_names_a_spatial_feature_layer(name: str, shape_key: str) -> None:
     model = build_model(name, fake_data(shape_key), seed=0)
-    if model.spec["arch"] == "mlp":
+    if model.spec["arch"].startswith("mlp"):
         assert model.last_conv_layer is None
         return
     assert model.last_conv_layer == model.feature_layer_names[-2]
@@ -293,7 +312,7 @@ def test_arch_that_does_not_fit_the_data_names_the_data_and_suggests_presets() -
         build_model("cnn-s", wine)
     assert str(error.value) == (
         "cnn-s needs image inputs (C×H×W); dataset 'wine' is tabular with shape (13,). "
-        "Try: linear, mlp-8, mlp-16, mlp-64x2, mlp-256x3"
+        "Try: linear, mlp-8, mlp-16, mlp-64x2, mlp-256x3, mlp-64x3-exits, mlp-64x2-branches"
     )
     with pytest.raises(ValueError, match=r"cnn1d-l needs signal inputs \(C×L\); the input is image with shape"):
         build_model("cnn1d-l", input_shape=(3, 32, 32), num_classes=10)
@@ -312,8 +331,14 @@ def test_unknown_spec_lists_valid_presets() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"width": 1.0}, "has no 'arch'; valid architectures: mlp, cnn, cnn1d, resnet"),
-        ({"arch": "transformer"}, "unknown architecture 'transformer'; valid architectures: mlp, cnn, cnn1d, resnet"),
+        (
+            {"width": 1.0},
+            "has no 'arch'; valid architectures: " + ARCHES,
+        ),
+        (
+            {"arch": "transformer"},
+            "unknown architecture 'transformer'; valid architectures: " + ARCHES,
+        ),
         ({"arch": "cnn", "widht": 2}, "unknown key(s) widht in cnn spec; valid keys: arch, width, depth,"),
         ({"arch": "cnn", "width": -1}, "cnn width must be positive, got -1.0"),
         ({"arch": "cnn", "width": "wide"}, "cnn width must be a number, got 'wide'"),

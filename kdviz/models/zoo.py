@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 # Importing the families registers them.
-from kdviz.models import cnn, mlp, resnet  # noqa: F401
+from kdviz.models import cnn, mlp, multiexit, resnet  # noqa: F401
 from kdviz.models.base import KDModel
 from kdviz.models.registry import get_arch, list_archs
 
@@ -32,6 +32,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cnn1d-s": {"arch": "cnn1d", "width": 0.25},
     "cnn1d-m": {"arch": "cnn1d", "width": 1.0},
     "cnn1d-l": {"arch": "cnn1d", "width": 2.0, "convs_per_block": 2},
+    # Multi-exit (BYOT) and multi-branch (ONE) variants; see kdviz.models.multiexit.
+    "cnn-s-exits": {"arch": "cnn_exits", "width": 0.5, "convs_per_block": 2},
+    "cnn1d-s-exits": {"arch": "cnn1d_exits", "width": 0.25},
+    "mlp-64x3-exits": {"arch": "mlp_exits", "hidden": [64, 64, 64]},
+    "cnn-s-branches": {"arch": "cnn_branches", "width": 0.5, "convs_per_block": 2},
+    "cnn1d-s-branches": {"arch": "cnn1d_branches", "width": 0.25},
+    "mlp-64x2-branches": {"arch": "mlp_branches", "hidden": [64, 64]},
 }
 
 # (teacher, student) per input kind, chosen for a visible capacity gap.

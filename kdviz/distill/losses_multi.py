@@ -1,0 +1,149 @@
+"""Losses of multi-exit and multi-head self-distillation as pure functions: BYOT, ONE, lower-layer ambiguity KD."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy, kd_kl
+from kdviz.distill.losses_feature import feature_l2
+
+
+def _check_weight(name: str, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"the weight {name} must be non-negative, got {value}")
+
+
+def byot(
+    exit_logits: Sequence[torch.Tensor],
+    exit_features: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    feature_weight: float,
+) -> dict[str, torch.Tensor]:
+    """Be Your Own Teacher: every exit learns the labels, shallow exits also learn from the deepest one.
+
+    With exits 1..E (E deepest) and z_i, F_i the logits and features of exit i:
+    ``ce_exit{i}`` = (1-α)·CE(y, z_i) and ``ce_exit{E}`` = CE(y, z_E);
+    ``kd_exit{i}`` = α·T²·KL(p_E^T ‖ p_i^T) and ``feat_exit{i}`` = λ·½·mean((F_i - F_E)²) for i < E,
+    the deepest exit's logits and features detached (a teacher, not a peer).
+    """
+    check_alpha(alpha)
+    _check_weight("λ of the feature term", feature_weight)
+    if len(exit_logits) < 2 or len(exit_logits) != len(exit_features):
+        raise ValueError(
+            f"byot needs at least 2 exits and one feature tensor per exit; "
+            f"got {len(exit_logits)} logits and {len(exit_features)} features"
+        )
+    deepest_logits = exit_logits[-1].detach()
+    deepest_features = exit_features[-1].detach()
+    terms: dict[str, torch.Tensor] = {}
+    for number, (logits, features) in enumerate(zip(exit_logits[:-1], exit_features[:-1]), start=1):
+        terms[f"ce_exit{number}"] = (1.0 - alpha) * cross_entropy(logits, labels)
+        terms[f"kd_exit{number}"] = alpha * kd_kl(logits, deepest_logits, temperature)
+        terms[f"feat_exit{number}"] = feature_weight * feature_l2(features, deepest_features)
+    terms[f"ce_exit{len(exit_logits)}"] = cross_entropy(exit_logits[-1], labels)
+    return terms
+
+
+def ensemble_logits(branch_logits: Sequence[torch.Tensor], gate_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The branches' ensemble in logit space: Σ_k g_k·z_k, with g the N×K gate weights (None: g_k = 1/K)."""
+    stacked = torch.stack(list(branch_logits), dim=1)  # N×K×C
+    if gate_weights is None:
+        return stacked.mean(dim=1)
+    if gate_weights.shape != stacked.shape[:2]:
+        raise ValueError(
+            f"gate_weights must be N×K = {tuple(stacked.shape[:2])} (one weight per sample and branch), "
+            f"got {tuple(gate_weights.shape)}"
+        )
+    return (gate_weights.unsqueeze(-1) * stacked).sum(dim=1)
+
+
+def multi_branch(
+    branch_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    temperature: float,
+    kd_weight: float,
+    gate_weights: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """ONE (on-the-fly native ensemble): each branch learns the labels and the ensemble of all branches.
+
+    z_e = `ensemble_logits`; ``ce_branch{k}`` = CE(y, z_k); ``ce_ensemble`` = CE(y, z_e) (trains the
+    gate); ``kd_branch{k}`` = w·T²·KL(p_e^T ‖ p_k^T) with z_e detached (the ensemble teaches, it is not
+    pulled towards its branches).
+    """
+    _check_weight("of the KD term", kd_weight)
+    if len(branch_logits) < 2:
+        raise ValueError(f"multi_branch needs at least 2 branches, got {len(branch_logits)}")
+    ensemble = ensemble_logits(branch_logits, gate_weights)
+    terms: dict[str, torch.Tensor] = {}
+    for number, logits in enumerate(branch_logits, start=1):
+        terms[f"ce_branch{number}"] = cross_entropy(logits, labels)
+    terms["ce_ensemble"] = cross_entropy(ensemble, labels)
+    for number, logits in enumerate(branch_logits, start=1):
+        terms[f"kd_branch{number}"] = kd_weight * kd_kl(logits, ensemble.detach(), temperature)
+    return terms
+
+
+def top2_margin(probs: torch.Tensor) -> torch.Tensor:
+    """Per sample, the largest class probability minus the second largest (0: a tie, 1: certain)."""
+    if probs.dim() != 2 or probs.shape[1] < 2:
+        raise ValueError(f"top2_margin needs N×K probabilities with K ≥ 2, got shape {tuple(probs.shape)}")
+    top_two = probs.topk(2, dim=1).values
+    return top_two[:, 0] - top_two[:, 1]
+
+
+def ambiguous_mask(probs: torch.Tensor, margin_threshold: float) -> torch.Tensor:
+    """True where a sample's top-2 margin is below `margin_threshold` (the distribution cannot decide)."""
+    if not 0.0 <= margin_threshold <= 1.0:
+        raise ValueError(f"the ambiguity margin threshold must be in [0, 1], got {margin_threshold}")
+    return top2_margin(probs) < margin_threshold
+
+
+def recalibration_start_epoch(epochs: int, start_fraction: float) -> int:
+    """First epoch (1-based) of the re-calibration phase: ⌊f·E⌋ + 1 (f = 0: from the start)."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if not 0.0 <= start_fraction < 1.0:
+        raise ValueError(f"the re-calibration start fraction must be in [0, 1), got {start_fraction}")
+    return math.floor(start_fraction * epochs) + 1
+
+
+def ambiguity_self_kd(
+    logits: torch.Tensor,
+    lower_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    margin_threshold: float,
+    recalibrate: bool,
+) -> dict[str, torch.Tensor]:
+    """Self-KD from a lower-layer head, with re-calibrated targets for samples it finds ambiguous.
+
+    q = softmax(z_low) (detached) teaches the final head: ``self_kd`` = α·T²·KL(q^T ‖ p^T) on every
+    sample. The label term is per sample: (1-α)·CE(y, p) normally, but when `recalibrate` is on and
+    the top-2 margin of q is below `margin_threshold`, the one-hot label (which would keep pushing the
+    confidence up) is replaced by q itself: (1-α)·KL(q ‖ p). Batch means of those per-sample parts are
+    ``ce`` and ``recalibration``. ``ce_lower`` = CE(y, z_low) trains the lower head (and the layers below it).
+    """
+    check_alpha(alpha)
+    check_temperature(temperature)
+    teacher = lower_logits.detach()
+    teacher_probs = F.softmax(teacher, dim=-1)
+    if recalibrate:
+        ambiguous = ambiguous_mask(teacher_probs, margin_threshold).to(logits.dtype)
+    else:
+        ambiguous = torch.zeros(len(logits), dtype=logits.dtype, device=logits.device)
+    log_probs = F.log_softmax(logits, dim=-1)
+    label_ce = F.nll_loss(log_probs, labels, reduction="none")
+    to_lower = (teacher_probs * (F.log_softmax(teacher, dim=-1) - log_probs)).sum(dim=-1)  # KL(q ‖ p) per sample
+    return {
+        "ce": ((1.0 - alpha) * (1.0 - ambiguous) * label_ce).mean(),
+        "recalibration": ((1.0 - alpha) * ambiguous * to_lower).mean(),
+        "self_kd": alpha * kd_kl(logits, teacher, temperature),
+        "ce_lower": cross_entropy(lower_logits, labels),
+    }

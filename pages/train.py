@@ -90,7 +90,8 @@ with student_col:
             key=f"tr_hp_{method}_{key}",
             format="%.4g",
         )
-    epochs = st.number_input("Epochs", 1, 200, tv.DEFAULT_STUDENT_EPOCHS, key="tr_epochs")
+    state.from_url("tr_epochs", tv.DEFAULT_STUDENT_EPOCHS, int, valid=range(1, 201))
+    epochs = st.number_input("Epochs", 1, 200, key="tr_epochs")
     seed, subset = 0, None
     if not lesson:
         with st.expander("Advanced"):

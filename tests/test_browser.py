@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["", "train", "dark_knowledge", "calibration", "representations", "attributions", "divergence", "runs"]
 FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 CONTENT = ".js-plotly-plot, [data-testid='stDataFrame'], [data-testid='stMetric']"
+TRAIN_READY = "button:has-text('Train student')"
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 
 if not CHROMIUM.exists():
@@ -47,11 +48,11 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
-def open_page(page: object, url: str, timeout: float = 90_000) -> float:
-    """Go to `url`, wait until the app shows content and has finished running; return seconds to first content."""
+def open_page(page: object, url: str, timeout: float = 90_000, content: str = CONTENT) -> float:
+    """Go to `url`, wait until the app shows `content` and has finished running; return seconds to first content."""
     started = time.perf_counter()
     page.goto(url)
-    page.wait_for_selector(CONTENT, timeout=timeout)
+    page.wait_for_selector(content, timeout=timeout)
     first = time.perf_counter() - started
     page.wait_for_selector(FINISHED, timeout=timeout)
     page.wait_for_timeout(300)
@@ -68,7 +69,8 @@ def test_every_page_opens_without_errors(server: str, browser: object, tmp_path:
     out = screenshot_dir(tmp_path)
     timings = {}
     for name in PAGES:
-        timings[name or "home"] = open_page(page, f"{server}/{name}")
+        content = TRAIN_READY if name == "train" else CONTENT
+        timings[name or "home"] = open_page(page, f"{server}/{name}", content=content)
         errors = page.locator(ERRORS).all_inner_texts()
         assert not errors, f"page {name or 'home'} shows errors: {errors}"
         page.screenshot(path=str(out / f"{name or 'home'}.png"), full_page=True)
@@ -76,3 +78,36 @@ def test_every_page_opens_without_errors(server: str, browser: object, tmp_path:
     print("\nfirst content per page (s, sample models, this machine):")
     for name, seconds in timings.items():
         print(f"  {name:16s} {seconds:5.2f}")
+
+
+def _job_keys(page: object) -> set[str]:
+    """The job ids shown on a Train page (each job's container carries the key tr_job_<id>)."""
+    script = "els => els.map(e => e.className.match(/st-key-tr_job_[0-9a-f]+/)[0])"
+    return set(page.locator("[class*='st-key-tr_job_']").evaluate_all(script))
+
+
+def test_train_a_tiny_run_and_see_it_finish(server: str, browser: object):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    open_page(page, f"{server}/train?tr_dataset=moons&tr_method=kd&tr_epochs=2", content=TRAIN_READY)
+    page.get_by_role("button", name="Train student").click()
+    page.get_by_text("Finished: pick it in the sidebar").wait_for(timeout=90_000)
+    assert not page.locator(ERRORS).all_inner_texts()
+    page.close()
+
+
+def test_two_sessions_asking_for_the_same_training_share_one_job(server: str, browser: object):
+    url = f"{server}/train?tr_dataset=shapes&tr_method=kd&tr_epochs=2"
+    first, second = browser.new_context(), browser.new_context()
+    a, b = first.new_page(), second.new_page()
+    open_page(a, url, content=TRAIN_READY)
+    open_page(b, url, content=TRAIN_READY)
+    a.get_by_role("button", name="Train student").click()
+    a.get_by_text("job ", exact=False).first.wait_for(timeout=30_000)
+    b.get_by_role("button", name="Train student").click()
+    b.get_by_text("shared with 1 other").wait_for(timeout=30_000)
+    ids_a, ids_b = _job_keys(a), _job_keys(b)
+    assert len(ids_a) == 1 and ids_a == ids_b, (ids_a, ids_b)
+    for page in (a, b):
+        page.get_by_text("Finished: pick it in the sidebar").wait_for(timeout=240_000)
+    first.close()
+    second.close()

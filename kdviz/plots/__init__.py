@@ -1,0 +1,36 @@
+"""Pure Plotly figure builders for the app: data (arrays, DataFrames, analysis results) in, `go.Figure` out.
+
+No Streamlit and no training here; pages call these builders and show the figures. Shared colours,
+layout and download helpers live in `kdviz.plots.style`.
+"""
+
+# ruff: noqa: F401  (this file only re-exports the public API)
+
+from kdviz.plots.attributions import agreement_histogram, attribution_grid, attribution_lines, localization_bars
+from kdviz.plots.calibration import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
+from kdviz.plots.divergence import decision_boundary, divergence_scatter, probability_comparison
+from kdviz.plots.home import kd_diagram
+from kdviz.plots.lesson import (
+    class_similarity_heatmap,
+    dkd_split_bars,
+    logit_gradient_bars,
+    loss_curve,
+    soft_target_bars,
+)
+from kdviz.plots.representations import cka_heatmap, concept_map, projection_scatter, tcav_bars
+from kdviz.plots.runs import headline_bars, learning_curves, loss_term_curves, parallel_coordinates
+from kdviz.plots.style import (
+    CATEGORY_COLORS,
+    DIVERGING_SCALE,
+    OKABE_ITO,
+    ROLE_COLORS,
+    SEQUENTIAL_SCALE,
+    apply_layout,
+    axis_label,
+    category_colors,
+    class_colors,
+    figure_html,
+    role_color,
+    series_styles,
+    table_csv,
+)

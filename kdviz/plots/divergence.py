@@ -1,0 +1,233 @@
+"""Divergence figures: the per-sample scatter to pick from, both predictions, and both decision boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kdviz.plots._checks import names_for, probability_vector, require_columns, same_length, to_array
+from kdviz.plots._scatter import is_int, scatter_traces
+from kdviz.plots.style import (
+    NEUTRAL_COLOR,
+    apply_layout,
+    axis_label,
+    class_colors,
+    series_styles,
+)
+
+__all__ = ["decision_boundary", "divergence_scatter", "probability_comparison"]
+
+#: Columns of `rank_divergence` shown on hover by default (those not already on an axis).
+DEFAULT_HOVER = ("kl", "teacher_pred", "student_pred", "teacher_conf", "student_conf", "category")
+
+
+def _number_format(column: pd.Series) -> str:
+    return ":.4g" if pd.api.types.is_float_dtype(column) else ""
+
+
+def divergence_scatter(
+    df: pd.DataFrame,
+    x: str = "teacher_conf",
+    y: str = "kl",
+    color: str = "category",
+    *,
+    index_col: str = "index",
+    hover_cols: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    log_y: bool = False,
+    title: str | None = "Where teacher and student diverge",
+) -> go.Figure:
+    """One point per test sample (rows of `kdviz.analysis.rank_divergence`), coloured by `color`.
+
+    Every point carries its sample index (`index_col`) as `customdata[0]`, so Streamlit's
+    `on_select` returns it; `hover_cols` follow. Non-float colour columns are categories (the
+    correctness categories keep their fixed colours; integer predictions use `class_names` and the
+    class colours); a float column gets a continuous scale.
+    """
+    require_columns(df, list(dict.fromkeys([x, y, color, index_col])), "df", " (pass rank_divergence output)")
+    hover = list(hover_cols) if hover_cols is not None else [c for c in DEFAULT_HOVER if c in df and c not in (x, y)]
+    require_columns(df, hover, "df")
+    hover = [c for c in dict.fromkeys(hover) if c != color]  # the colour column has its own hover line
+    custom = df[[index_col, *hover]].to_numpy(dtype=object)
+    lines = [f"{axis_label(c)}: %{{customdata[{j}]{_number_format(df[c])}}}" for j, c in enumerate(hover, start=1)]
+    values = df[color].to_numpy()
+    fig = go.Figure()
+    traces = scatter_traces(
+        np.column_stack([df[x].to_numpy(float), df[y].to_numpy(float)]),
+        values,
+        custom,
+        lines,
+        axis_label(color),
+        categorical=not pd.api.types.is_float_dtype(df[color]),
+        category_names=class_names,
+    )
+    for trace in traces:
+        fig.add_trace(trace)
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_layout(clickmode="event+select", dragmode="lasso")
+    return apply_layout(fig, title=title, x_title=axis_label(x), y_title=axis_label(y), legend_title=axis_label(color))
+
+
+def probability_comparison(
+    p_teacher: Any,
+    p_student: Any,
+    class_names: Sequence[str],
+    true_class: int | None = None,
+    *,
+    names: tuple[str, str] = ("teacher", "student"),
+    roles: Mapping[str, str] | None = None,
+    title: str | None = "Teacher and student probabilities",
+) -> go.Figure:
+    """Both models' class probabilities for one sample as grouped bars; the true class is marked in bold."""
+    classes = [str(c) for c in class_names]
+    teacher = probability_vector(p_teacher, "p_teacher", len(classes))
+    student = probability_vector(p_student, "p_student", len(classes))
+    if true_class is not None and not (is_int(true_class) and 0 <= int(true_class) < len(classes)):
+        raise ValueError(f"true_class must be a class index in 0..{len(classes) - 1} or None, got {true_class!r}")
+    styles = series_styles(list(names), roles)
+    fig = go.Figure()
+    for name, p in zip(names, (teacher, student)):
+        style = styles[name]
+        fig.add_trace(
+            go.Bar(
+                x=classes,
+                y=p,
+                name=name,
+                marker=dict(color=style.color, pattern=dict(shape=style.pattern)),
+                hovertemplate=f"<b>{name}</b><br>%{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    if true_class is not None:
+        ticks = [f"<b>{c} (true)</b>" if k == int(true_class) else c for k, c in enumerate(classes)]
+        fig.update_xaxes(tickmode="array", tickvals=classes, ticktext=ticks)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1])
+    return apply_layout(fig, title=title, x_title="class", y_title="probability")
+
+
+def _grid_arrays(grid: Any) -> tuple[np.ndarray, ...]:
+    for attr in ("x", "y", "teacher_class", "student_class", "teacher_probs", "point"):
+        if not hasattr(grid, attr):
+            raise ValueError(f"grid must be a DecisionGrid (from explain_divergence); it lacks {attr!r}")
+    gx, gy = to_array(grid.x, "grid.x", ndim=1), to_array(grid.y, "grid.y", ndim=1)
+    classes = [np.asarray(grid.teacher_class), np.asarray(grid.student_class)]
+    for name, c in zip(("teacher_class", "student_class"), classes):
+        if c.shape != (len(gy), len(gx)):
+            raise ValueError(f"grid.{name} has shape {c.shape}, expected (len(y), len(x)) = {(len(gy), len(gx))}")
+    n_classes = int(np.asarray(grid.teacher_probs).shape[-1])
+    return gx, gy, classes[0], classes[1], to_array(grid.point, "grid.point", ndim=1), n_classes
+
+
+def _discrete_scale(colors: list[str]) -> list[list[Any]]:
+    k = len(colors)
+    scale = []
+    for i, c in enumerate(colors):
+        scale += [[i / k, c], [(i + 1) / k, c]]
+    return scale
+
+
+def _boundary(gx: np.ndarray, gy: np.ndarray, cls: np.ndarray, n_classes: int, name: str, dash: str, legend: bool):
+    return go.Contour(
+        x=gx,
+        y=gy,
+        z=cls.astype(float),
+        name=name,
+        legendgroup=name,
+        showlegend=legend,
+        showscale=False,
+        contours=dict(start=0.5, end=n_classes - 1.5, size=1.0, coloring="none"),
+        line=dict(color="black" if dash == "solid" else NEUTRAL_COLOR, width=2, dash=dash),
+        hoverinfo="skip",
+    )
+
+
+def decision_boundary(
+    grid: Any,
+    points: Any,
+    labels: Any,
+    *,
+    class_names: Sequence[str] | None = None,
+    names: tuple[str, str] = ("teacher", "student"),
+    title: str | None = "Decision regions",
+) -> go.Figure:
+    """Teacher (left) and student (right) decision regions on a 2-D `DecisionGrid`, with the data and the sample.
+
+    Each panel shades its model's predicted class; both panels draw the teacher's boundary in
+    solid black and the student's dashed grey, so the two can be compared; `points` (N×2) are
+    drawn in their label's colour and the explained sample (`grid.point`) as a star.
+    """
+    gx, gy, teacher_class, student_class, point, n_classes = _grid_arrays(grid)
+    xy = to_array(points, "points", ndim=2)
+    if xy.shape[1] != 2:
+        raise ValueError(f"points must be N×2 (2-D inputs), got shape {tuple(xy.shape)}")
+    y = to_array(labels, "labels", ndim=1)
+    same_length(len(y), len(xy), f"labels has {len(y)} entries but points has {len(xy)} rows")
+    if (y != np.round(y)).any() or y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must be class indices in 0..{n_classes - 1}")
+    y = y.astype(int)
+    classes = names_for(class_names, n_classes, "class_names", "class {}")
+    colors = class_colors(n_classes)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{n} regions" for n in names])
+    for col, own in enumerate((teacher_class, student_class), start=1):
+        fig.add_trace(
+            go.Heatmap(
+                x=gx,
+                y=gy,
+                z=own,
+                zmin=-0.5,
+                zmax=n_classes - 0.5,
+                colorscale=_discrete_scale(colors),
+                opacity=0.3,
+                showscale=False,
+                name=f"{names[col - 1]} prediction",
+                customdata=np.asarray(classes)[own],
+                hovertemplate=f"{names[col - 1]} predicts %{{customdata}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        for model, cls, dash in ((names[0], teacher_class, "solid"), (names[1], student_class, "dash")):
+            boundary = _boundary(gx, gy, cls, n_classes, f"{model} boundary", dash, legend=col == 1)
+            fig.add_trace(boundary, row=1, col=col)
+        for k in range(n_classes):
+            member = y == k
+            if not member.any():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=xy[member, 0],
+                    y=xy[member, 1],
+                    mode="markers",
+                    name=classes[k],
+                    legendgroup=f"class {k}",
+                    showlegend=col == 1,
+                    marker=dict(color=colors[k], size=6, line=dict(color="white", width=0.5)),
+                    customdata=np.flatnonzero(member),
+                    hovertemplate=f"sample %{{customdata}} · {classes[k]}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[point[0]],
+                y=[point[1]],
+                mode="markers",
+                name="explained sample",
+                legendgroup="sample",
+                showlegend=col == 1,
+                marker=dict(symbol="star", size=18, color="black", line=dict(color="white", width=1)),
+                hovertemplate="explained sample<br>(%{x:.3f}, %{y:.3f})<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(range=[gx.min(), gx.max()], row=1, col=col)
+    fig.update_yaxes(range=[gy.min(), gy.max()])
+    return apply_layout(fig, title=title, x_title="feature 1 (normalised)", y_title="feature 2 (normalised)")

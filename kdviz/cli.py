@@ -37,6 +37,18 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", action="append", default=[], metavar="NAME=VALUE", help="dataset option")
     train.add_argument("--teacher", default=None, help="teacher model spec (default: the dataset kind's preset)")
     train.add_argument("--teacher-run", default=None, help="use this stored run as the teacher instead")
+    train.add_argument(
+        "--teachers",
+        default=None,
+        metavar="ID1,ID2",
+        help="several stored teacher runs (comma-separated run ids) for methods such as ensemble, weighted_teachers",
+    )
+    train.add_argument(
+        "--inputs",
+        default=None,
+        help="inputs of the teacher trained here: standard, or privileged (the dataset's privileged view, e.g. the "
+        "clean shapes images); default privileged for --method privileged, else standard. Students see standard",
+    )
     train.add_argument("--student", default=None, help="student model spec (default: the dataset kind's preset)")
     train.add_argument("--method", default="kd", help="distillation method (see `kdviz methods`)")
     train.add_argument("--temperature", type=float, default=None, help="softmax temperature T")
@@ -131,6 +143,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     scratch_cfg = TrainConfig(method="ce", **student_common, **common)
     student_cfg.resolved(dataset)  # validate names and options before any training starts
     store = _store(args)
+    teacher_ids = _teacher_run_ids(args, method, store)
+    teacher_cfg = TrainConfig(
+        student=args.teacher or teacher_spec,
+        method="ce",
+        epochs=args.teacher_epochs or args.epochs,
+        batch_size=args.teacher_batch_size,
+        inputs=args.inputs or getattr(method, "teacher_inputs", "standard"),
+        **common,
+    )
+    if not teacher_ids:
+        teacher_cfg.resolved(dataset)
 
     def run_with_bar(label: str, config: TrainConfig):
         with tqdm(total=config.epochs, desc=f"{label:<8}", unit="ep", file=sys.stderr, disable=args.json) as bar:
@@ -143,21 +166,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.update(config.epochs - bar.n)  # a cached run finishes at once
         return run
 
-    if args.teacher_run:
+    if teacher_ids:
         from kdviz.distill import load_run
 
-        teacher = load_run(store, args.teacher_run, dataset=dataset, device=args.device)
+        teacher = load_run(store, teacher_ids[0], dataset=dataset, device=args.device)  # the table's teacher row
     else:
-        teacher_cfg = TrainConfig(
-            student=args.teacher or teacher_spec,
-            method="ce",
-            epochs=args.teacher_epochs or args.epochs,
-            batch_size=args.teacher_batch_size,
-            **common,
-        )
         teacher = run_with_bar("teacher", teacher_cfg)
     scratch = run_with_bar("scratch", scratch_cfg)
-    student_cfg.teacher = teacher.id if method.needs_teacher else None
+    if args.teachers and (method.needs_teacher or method.needs_teachers):
+        student_cfg.teachers = teacher_ids
+    else:
+        student_cfg.teacher = teacher.id if method.needs_teacher else None
     student = run_with_bar(args.method, student_cfg)
 
     from kdviz.distill.trainer import scores_against
@@ -185,6 +204,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0
+
+
+def _teacher_run_ids(args: argparse.Namespace, method: Any, store: Any) -> list[str]:
+    """The stored teacher runs named by --teacher-run / --teachers, checked; [] when a teacher is trained here."""
+    if args.teachers is not None and args.teacher_run:
+        raise ValueError("use --teacher-run for one stored teacher or --teachers for several, not both")
+    ids = [args.teacher_run] if args.teacher_run else []
+    if args.teachers is not None:
+        ids = [run_id.strip() for run_id in args.teachers.split(",") if run_id.strip()]
+        if not ids:
+            raise ValueError("--teachers needs stored run ids, e.g. --teachers ID1,ID2 (`kdviz runs ls` lists them)")
+    if ids and args.inputs is not None:
+        raise ValueError("--inputs sets the teacher trained here; stored teacher runs keep the inputs they had")
+    available = len(ids) if ids else 1
+    if method.needs_teachers > available:
+        raise ValueError(
+            f"method {method.name!r} needs at least {method.needs_teachers} teachers, got {available}: "
+            "pass --teachers ID1,ID2 (stored run ids; `kdviz runs ls` lists them)"
+        )
+    records = [store.get(run_id) for run_id in ids]
+    for run_id, record in zip(ids, records):
+        if record is None:
+            raise ValueError(f"teacher run {run_id!r} is not in the store at {store.root}; `kdviz runs ls` lists runs")
+    needed = getattr(method, "teacher_inputs", None)  # e.g. the privileged method's teacher
+    first = records[0].config.get("inputs", "standard") if records else None
+    if needed and first is not None and first != needed:
+        raise ValueError(
+            f"method {method.name!r} needs a teacher trained on {needed} inputs; run {ids[0]!r} saw {first} inputs"
+        )
+    return ids
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

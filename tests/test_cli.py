@@ -82,3 +82,58 @@ def test_compare_json_has_every_method_seed_and_the_gain(tmp_path, capsys):
 def test_compare_rejects_unknown_methods_before_training(tmp_path, capsys):
     assert main(["--home", str(tmp_path), "compare", "--dataset", "moons", "--methods", "kd,dkdd"]) == 2
     assert "unknown method 'dkdd'" in capsys.readouterr().err
+
+
+# --- several teachers and privileged inputs (--teachers, --inputs) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--inputs", "clean"], "unknown inputs 'clean'; valid: standard, privileged"),
+        (["--inputs", "privileged"], "dataset 'moons' has no privileged inputs"),
+        (["--method", "privileged"], "dataset 'moons' has no privileged inputs"),
+        (["--method", "ensemble"], "method 'ensemble' needs at least 2 teachers, got 1: pass --teachers ID1,ID2"),
+        (["--teachers", " , "], "--teachers needs stored run ids"),
+        (["--teachers", "0123456789abcdef", "--teacher-run", "0123456789abcdef"], "not both"),
+        (["--teachers", "0123456789abcdef", "--inputs", "privileged"], "--inputs sets the teacher trained here"),
+        (["--method", "ensemble", "--teachers", "0123456789abcdef,fedcba9876543210"], "teacher run '0123456789abcdef'"),
+    ],
+)
+def test_teacher_flags_fail_before_training_with_one_line(tmp_path, capsys, argv, message):
+    assert main(["--home", str(tmp_path), "train", "--dataset", "moons", "--data", "n_samples=200", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any((tmp_path / "runs").glob("[0-9a-f]*"))  # nothing was trained
+
+
+def test_train_with_several_stored_teachers(tmp_path, capsys):
+    from kdviz.data.cache import get_dataset
+    from kdviz.distill import TrainConfig, train
+    from kdviz.store import RunStore
+
+    moons = get_dataset({"name": "moons", "n_samples": 200})
+    store = RunStore(tmp_path)
+    ids = [train(TrainConfig(dataset=moons.spec, student="mlp-8", epochs=1, seed=s), store=store).id for s in (1, 2)]
+    argv = ["--home", str(tmp_path), "train", "--dataset", "moons", "--data", "n_samples=200", "--epochs", "1"]
+    assert main([*argv, "--method", "ensemble", "--teachers", ",".join(ids), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["teacher"]["run_id"] == ids[0] and result["student"]["method"] == "ensemble"
+    assert main(["--home", str(tmp_path), "runs", "show", result["student"]["run_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["teachers"] == ids and shown["summary"]["teacher_ensemble_size"] == 2
+
+
+def test_privileged_method_trains_its_teacher_on_the_privileged_view(tmp_path, capsys):
+    argv = ["--home", str(tmp_path), "train", "--dataset", "shapes", "--epochs", "1", "--json", "--method"]
+    argv += ["privileged", "--teacher", "mlp-16", "--student", "mlp-8"]
+    for option in ("n_train=64", "n_val=16", "n_test=16"):
+        argv += ["--data", option]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert main(["--home", str(tmp_path), "runs", "show", result["teacher"]["run_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["inputs"] == "privileged"
+    assert main(["--home", str(tmp_path), "runs", "show", result["student"]["run_id"]]) == 0
+    student = json.loads(capsys.readouterr().out)["config"]
+    assert student["method"] == "privileged" and "inputs" not in student  # the student sees standard inputs
+    assert student["teacher"] == result["teacher"]["run_id"]

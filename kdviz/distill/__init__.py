@@ -3,6 +3,7 @@
 from kdviz.distill import methods as _methods  # noqa: F401  (registers the built-in methods)
 from kdviz.distill import methods_feature as _methods_feature  # noqa: F401
 from kdviz.distill import methods_multi as _methods_multi  # noqa: F401
+from kdviz.distill import methods_multi_teacher as _methods_multi_teacher  # noqa: F401
 from kdviz.distill import methods_response as _methods_response  # noqa: F401
 from kdviz.distill import methods_self as _methods_self  # noqa: F401
 from kdviz.distill.registry import (

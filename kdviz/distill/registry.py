@@ -48,6 +48,8 @@ class Batch:
     epoch: int = 1
     step: int = 0
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Every teacher's logits for the batch, stacked M×B×K (teacher order of the run); None without teachers.
+    teacher_logits_all: torch.Tensor | None = None
 
 
 @dataclass
@@ -63,12 +65,19 @@ class Method:
     card: ClassVar[MethodCard]
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
     needs_teacher: ClassVar[bool] = False
+    needs_teachers: ClassVar[int] = 0  # the least number of teachers (several-teacher methods)
     same_architecture_teacher: ClassVar[bool] = False
 
     hparams: dict[str, float] = field(default_factory=dict)
 
     def setup(self, ctx: TrainContext) -> None:
         """Check requirements against the run's setup; called once before training."""
+        count = len(getattr(ctx, "teachers", None) or ([] if ctx.teacher is None else [ctx.teacher]))
+        if count < self.needs_teachers:
+            raise MethodError(
+                f"method {self.name!r} needs at least {self.needs_teachers} teachers, got {count}: "
+                "pass several finished teacher runs (TrainConfig.teachers, or --teachers ID1,ID2)"
+            )
         if self.needs_teacher and ctx.teacher is None:
             raise MethodError(f"method {self.name!r} needs a teacher: pass a finished teacher run")
         teacher_spec = getattr(ctx.teacher, "spec", None)

@@ -19,7 +19,7 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.data.dataset import Dataset
-from kdviz.distill.trainer import predict_logits
+from kdviz.distill.trainer import model_inputs, predict_logits
 from kdviz.models import KDModel, build_model
 from kdviz.samples import SAMPLES_DIR, install_samples, sample_roles
 from kdviz.store import RunRecord, RunStore
@@ -191,17 +191,12 @@ class Workspace:
         return self._models.get((run_id, epoch), make)
 
     def inputs(self, run_id: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of `split` as the run sees them (privileged runs see the privileged view)."""
+        """(x, y) of `split` as the run sees them (a run trained on privileged inputs sees the privileged view)."""
         data = self.dataset(run_id)
-        x, y = data.split(split)
-        if self.record(run_id).config.get("inputs") == "privileged":
-            x = (
-                getattr(data, f"privileged_{split}", None)
-                if split in ("train", "val", "test")
-                else data.split_extra(split).privileged
-            )
-            if x is None:
-                raise WorkspaceError(f"dataset {data.name} has no privileged view of split {split!r}")
+        _, y = data.split(split)
+        x = model_inputs(data, split, self.record(run_id).config.get("inputs", "standard"))
+        if x is None:
+            raise WorkspaceError(f"dataset {data.name} has no privileged view of split {split!r}")
         return x, y
 
     def logits(self, run_id: str, split: str = "test", epoch: int | None = None) -> np.ndarray:

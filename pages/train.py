@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from kdviz.data.dataset import DatasetError
+from kdviz.data.uploads import list_uploads, save_upload
 from kdviz.plots import learning_curves, loss_term_curves
 from kdviz.views import train as tv
 from ui import state
@@ -19,11 +21,46 @@ st.caption(
     "trains once, and every finished run becomes selectable on every page."
 )
 
-kinds = tv.dataset_kinds()
+uploads = {meta["spec"]["name"]: meta for meta in list_uploads(ws.store.root)}
+kinds = {**tv.dataset_kinds(), **{name: meta["input_kind"] for name, meta in uploads.items()}}
+
+
+def add_upload() -> None:
+    """Validate and keep the uploaded file, then select it (runs before the page, as a callback)."""
+    file = st.session_state.get("tr_upload")
+    if file is None:
+        return
+    options = (
+        {"label_column": st.session_state.get("tr_label_column", "")} if file.name.lower().endswith(".csv") else {}
+    )
+    try:
+        spec, data = save_upload(file.name, file.getvalue(), root=ws.store.root, **options)
+    except DatasetError as error:
+        st.session_state["tr_upload_message"] = ("error", f"Could not use {file.name}: {error}")
+        return
+    st.session_state["tr_dataset"] = spec["name"]
+    st.session_state["tr_upload_message"] = (
+        "success",
+        f"Added **{spec['name']}**: {data.num_classes} classes, {len(data.y_train)} training samples "
+        f"({data.input_kind}). Train a teacher on it below.",
+    )
+
+
 state.from_url("tr_dataset", selection.dataset["name"] if selection else "shapes", valid=list(kinds))
-dataset_name = st.selectbox("Dataset", list(kinds), key="tr_dataset", help="built-in datasets")
+dataset_name = st.selectbox("Dataset", list(kinds), key="tr_dataset", help="built-in datasets and your uploads")
+if not lesson:
+    with st.expander("Use your own data: a CSV, an NPZ (x, y) or a zip of class folders of images"):
+        st.file_uploader("Data file", type=["csv", "npz", "zip"], key="tr_upload", max_upload_size=50)
+        st.text_input("Label column (CSV only)", key="tr_label_column", placeholder="e.g. label")
+        st.button("Add this dataset", key="tr_add_upload", on_click=add_upload)
+        st.caption("Files are checked strictly (numbers only, no NaNs, no pickles) and kept on this server.")
+kind, message = st.session_state.pop("tr_upload_message", (None, None))
+if kind == "error":
+    st.error(message)
+elif kind == "success":
+    st.success(message)
 models, default_teacher_model, default_student_model = tv.model_choices(kinds[dataset_name])
-dataset_spec: dict = {"name": dataset_name}
+dataset_spec: dict = uploads[dataset_name]["spec"] if dataset_name in uploads else {"name": dataset_name}
 teacher_id: str | None = None
 
 

@@ -111,3 +111,21 @@ def test_two_sessions_asking_for_the_same_training_share_one_job(server: str, br
         page.get_by_text("Finished: pick it in the sidebar").wait_for(timeout=240_000)
     first.close()
     second.close()
+
+
+def test_upload_own_data_good_and_bad(server: str, browser: object, tmp_path: Path):
+    good = tmp_path / "points.csv"
+    good.write_text("a,b,label\n" + "\n".join(f"{i % 7},{i % 5},{'x' if i % 2 else 'y'}" for i in range(60)))
+    bad = tmp_path / "broken.csv"
+    bad.write_text("a,b,label\n1,nan,x\n2,3,y\n")
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    open_page(page, f"{server}/train", content=TRAIN_READY)
+    page.get_by_text("Use your own data").click()
+    for path, expected in ((bad, "Could not use broken.csv"), (good, "Train a teacher on it below")):
+        page.locator("input[type='file']").set_input_files(str(path))
+        page.get_by_label("Label column (CSV only)").fill("label")
+        page.get_by_label("Label column (CSV only)").press("Enter")
+        page.wait_for_selector(FINISHED)
+        page.get_by_role("button", name="Add this dataset").click()
+        page.get_by_text(expected).wait_for(timeout=30_000)
+    page.close()

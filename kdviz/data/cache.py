@@ -33,8 +33,13 @@ def get_dataset(spec: dict[str, Any] | str) -> Dataset:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    options = {k: v for k, v in spec.items() if k != "name"}
-    dataset = load_dataset(spec["name"], **options)
+    if "upload" in spec:  # a user's file kept by kdviz.data.uploads
+        from kdviz.data.uploads import load_upload
+
+        dataset = load_upload(spec)
+    else:
+        options = {k: v for k, v in spec.items() if k != "name"}
+        dataset = load_dataset(spec["name"], **options)
     with _lock:
         _cache[key] = dataset
         _cache[spec_key(dataset.spec)] = dataset

@@ -114,7 +114,18 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-FAMILY_ORDER = ("baseline", "response", "self-distillation", "feature", "relation")
+FAMILY_ORDER = (
+    "baseline",
+    "response",
+    "self-distillation",
+    "feature",
+    "relation",
+    "multi-teacher",
+    "privileged",
+    "online",
+    "explanation",
+    "data",
+)
 
 
 def list_methods() -> list[type[Method]]:

@@ -137,3 +137,19 @@ def test_privileged_method_trains_its_teacher_on_the_privileged_view(tmp_path, c
     student = json.loads(capsys.readouterr().out)["config"]
     assert student["method"] == "privileged" and "inputs" not in student  # the student sees standard inputs
     assert student["teacher"] == result["teacher"]["run_id"]
+
+
+def test_compare_trains_extra_and_privileged_teachers_when_methods_need_them(tmp_path, capsys):
+    from kdviz.store import RunStore
+
+    argv = ["--home", str(tmp_path), "compare", "--dataset", "shapes", "--seeds", "1", "--epochs", "1", "--json"]
+    argv += ["--data", "n_train=64", "--data", "n_val=16", "--data", "n_test=16", "--student", "mlp-8"]
+    argv += ["--teacher", "mlp-16", "--methods", "ensemble,privileged"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(r["method"] for r in result["runs"]) == ["ce", "ensemble", "privileged"]
+    store = RunStore(tmp_path)
+    runs = {r["method"]: store.get(r["run_id"]) for r in result["runs"]}
+    assert len(runs["ensemble"].config["teachers"]) == 2
+    teacher = store.get(runs["privileged"].config["teacher"])
+    assert teacher.config["inputs"] == "privileged" and "inputs" not in runs["privileged"].config

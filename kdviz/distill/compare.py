@@ -33,6 +33,8 @@ def compare_methods(
 
     One teacher (seed 0) serves every method and seed, so differences come from the methods and
     the students' seeds; every student is scored against it (agreement, KL(teacher‖student)).
+    Several-teacher methods get as many teachers as the most demanding one needs (the same
+    architecture, seeds 0, 1, ...); `privileged` gets a seed-0 teacher trained on privileged inputs.
     Runs come from `store` when they were trained before. The summary has mean and std per
     method and the gain in test accuracy over the scratch student.
     """
@@ -41,28 +43,53 @@ def compare_methods(
     hparams = hparams or {}
     options = dict(train_options or {})
     dataset = get_dataset(dataset_spec)
-    teacher_run = train(
-        TrainConfig(dataset=dataset.spec, student=teacher, epochs=teacher_epochs or epochs, seed=0),
-        store=store,
-        dataset=dataset,
-        device=device,
-    )
+    classes = [method_class(name) for name in methods]
+    n_teachers = max([1, *(int(getattr(cls, "needs_teachers", 0)) for cls in classes)])
+    teacher_runs = [
+        train(
+            TrainConfig(dataset=dataset.spec, student=teacher, epochs=teacher_epochs or epochs, seed=seed),
+            store=store,
+            dataset=dataset,
+            device=device,
+        )
+        for seed in range(n_teachers)
+    ]
+    teacher_run = teacher_runs[0]
+    privileged_run = None
+    if any(getattr(cls, "teacher_inputs", "standard") == "privileged" for cls in classes):
+        privileged_run = train(
+            TrainConfig(
+                dataset=dataset.spec, student=teacher, epochs=teacher_epochs or epochs, seed=0, inputs="privileged"
+            ),
+            store=store,
+            dataset=dataset,
+            device=device,
+        )
     rows = []
     for name in ["ce", *[m for m in methods if m != "ce"]]:
         cls = method_class(name)
+        several = int(getattr(cls, "needs_teachers", 0)) >= 2
+        privileged = getattr(cls, "teacher_inputs", "standard") == "privileged"
+        source = privileged_run if privileged else teacher_run
+        uses_teacher = cls.needs_teacher or privileged
         for seed in range(seeds):
             config = TrainConfig(
                 dataset=dataset.spec,
                 student=student,
                 method=name,
                 hparams=hparams.get(name, {}),
-                teacher=teacher_run.id if cls.needs_teacher else None,
+                teacher=source.id if uses_teacher and not several else None,
+                teachers=[r.id for r in teacher_runs] if several else None,
                 epochs=epochs,
                 seed=seed,
                 **options,
             )
-            teacher_model = teacher_run.model if cls.needs_teacher else None
-            run = train(config, store=store, dataset=dataset, device=device, teacher=teacher_model)
+            modules: dict[str, Any] = {}
+            if several:
+                modules = {"teachers": [r.model for r in teacher_runs]}
+            elif uses_teacher:
+                modules = {"teacher": source.model, "teacher_inputs": source.config.get("inputs", "standard")}
+            run = train(config, store=store, dataset=dataset, device=device, **modules)
             numbers = scores_against(run, dataset, teacher_run)
             rows.append({"method": name, "seed": seed, "run_id": run.id, **{k: numbers[k] for k in METRICS}})
             if on_run is not None:

@@ -321,8 +321,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
     classes = [method_class(args.name)] if args.name else list_methods()
     for cls in classes:
-        needs = "teacher" if cls.needs_teacher else "no teacher"
-        print(f"{cls.name:<18} [{cls.card.family}, {needs}] {cls.card.title}")
+        needs = cls.requirements()
+        print(f"{cls.name:<18} [{cls.card.family}; needs {'nothing' if needs == '—' else needs}] {cls.card.title}")
         if args.name or len(classes) == 1:
             print(f"  paper:   {cls.card.paper}\n  loss:    {cls.card.formula}\n  claim:   {cls.card.claim}")
             for key, hp in cls.hyperparameters.items():

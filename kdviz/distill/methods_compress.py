@@ -202,6 +202,7 @@ class EncoderCompression(Method):
     """A task-trained encoder compresses the teacher's features into a code of the student's bottleneck size."""
 
     name = "encoder_compression"
+    needs_student = "a linear head on its penultimate features"
     card = MethodCard(
         title="Encoder compression of the teacher's features into the student's bottleneck",
         paper="Kim, Park, Kwak, Paraphrasing Complex Network: Network Compression via Factor Transfer, NeurIPS "

@@ -114,6 +114,7 @@ class AttentionTransfer(Method):
     """Activation-based attention transfer between matched convolutional feature layers, plus CE."""
 
     name = "attention_transfer"
+    needs_student = "spatial feature maps (CNN student and teacher)"
     card = MethodCard(
         title="Attention transfer (activation-based)",
         paper="Zagoruyko & Komodakis, Paying More Attention to Attention: Improving the Performance of "
@@ -227,6 +228,7 @@ class FitNets(Method):
     """FitNets: stage 1 fits a regressor on the student's middle layer to the teacher's; stage 2 is Hinton KD."""
 
     name = "fitnets"
+    needs_student = "hint and guided layers of the same kind and spatial size"
     card = MethodCard(
         title="FitNets (hint-based training)",
         paper="Romero, Ballas, Kahou, Chassang, Gatta, Bengio, FitNets: Hints for Thin Deep Nets, ICLR 2015",

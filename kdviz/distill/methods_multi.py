@@ -66,6 +66,7 @@ def _stashed(batch: Batch, prefix: str, method: str) -> list[torch.Tensor]:
 @register_method
 class BeYourOwnTeacher(Method):
     name = "byot"
+    needs_student = "a multi-exit student (cnn-s-exits, cnn1d-s-exits, mlp-64x3-exits)"
     card = MethodCard(
         title="Be Your Own Teacher (BYOT): multi-exit self-distillation",
         paper="Zhang, Song, Gao, Chen, Bao, Ma, Be Your Own Teacher: Improve the Performance of Convolutional "
@@ -109,6 +110,7 @@ class BeYourOwnTeacher(Method):
 @register_method
 class MultiBranch(Method):
     name = "multi_branch"
+    needs_student = "a multi-branch student (cnn-s-branches, cnn1d-s-branches, mlp-64x2-branches)"
     card = MethodCard(
         title="Multi-branch self-distillation (ONE, on-the-fly native ensemble)",
         paper="Lan, Zhu, Gong, Knowledge Distillation by On-the-Fly Native Ensemble, NeurIPS 2018",
@@ -162,6 +164,7 @@ class MultiBranch(Method):
 @register_method
 class AmbiguitySelfKD(Method):
     name = "self_kd_ambiguity"
+    needs_student = "a feature layer below the penultimate one"
     card = MethodCard(
         title="Self-knowledge distillation from a lower layer, with re-calibration of ambiguous samples",
         paper="Park, Jeong, Cho, Park, Self-Knowledge Distillation for Learning Ambiguity, arXiv:2406.09719, 2024 "

@@ -67,8 +67,26 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     needs_teachers: ClassVar[int] = 0  # the least number of teachers (several-teacher methods)
     same_architecture_teacher: ClassVar[bool] = False
+    teacher_inputs: ClassVar[str] = "standard"  # "privileged": the teacher is trained on privileged inputs
+    needs_student: ClassVar[str | None] = None  # what the student model must offer, in words (checked in setup)
 
     hparams: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def requirements(cls) -> str:
+        """What the method needs, in words (for cards, the CLI and the README), e.g. "a teacher"."""
+        needs = []
+        if cls.needs_teachers >= 2:
+            needs.append(f"≥{cls.needs_teachers} teachers")
+        elif cls.teacher_inputs == "privileged":
+            needs.append("a teacher trained on privileged inputs")
+        elif cls.same_architecture_teacher:
+            needs.append("a teacher of the same architecture")
+        elif cls.needs_teacher:
+            needs.append("a teacher")
+        if cls.needs_student:
+            needs.append(cls.needs_student)
+        return "; ".join(needs) or "—"
 
     def setup(self, ctx: TrainContext) -> None:
         """Check requirements against the run's setup; called once before training."""

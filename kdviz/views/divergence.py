@@ -1,0 +1,387 @@
+"""Divergence inspector: every test sample by teacher/student confidence, and a drill-down into one sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kdviz.analysis import DIVERGENCE_CATEGORIES, DecisionGrid, attribute, explain_divergence, rank_divergence
+from kdviz.analysis.attributions import module_lock
+from kdviz.workspace import ROLE_ORDER, Workspace
+
+__all__ = [
+    "CHEAP_ATTRIBUTIONS",
+    "CLASS_FILTERS",
+    "MAX_NEIGHBOUR_BANK",
+    "SCATTER_AXES",
+    "SampleDrill",
+    "ScatterAxes",
+    "attribution_choices",
+    "category_counts",
+    "cosine_neighbours",
+    "default_sample",
+    "divergence_frame",
+    "drill_down",
+    "filter_divergence",
+    "neighbour_bank",
+    "points_frame",
+    "selected_indices",
+    "student_choices",
+    "table_view",
+]
+
+#: Attribution methods cheap enough for one click (one backward pass per model).
+CHEAP_ATTRIBUTIONS = ("saliency", "input_x_gradient", "grad_cam")
+#: At most this many training samples are searched for neighbours (an evenly strided subset beyond it).
+MAX_NEIGHBOUR_BANK = 1500
+#: Which class column the class filter looks at.
+CLASS_FILTERS = {"true class": "label", "teacher prediction": "teacher_pred", "student prediction": "student_pred"}
+
+
+@dataclass(frozen=True)
+class ScatterAxes:
+    """Columns of `divergence_frame` drawn on x and y, with their axis titles."""
+
+    x: str
+    y: str
+    x_title: str
+    y_title: str
+
+
+SCATTER_AXES: dict[str, ScatterAxes] = {
+    "confidence": ScatterAxes(
+        "teacher_conf", "student_conf", "Teacher confidence (top-label probability)", "Student confidence"
+    ),
+    "true-class probability": ScatterAxes(
+        "teacher_true_prob",
+        "student_true_prob",
+        "Teacher probability of the true class",
+        "Student probability of the true class",
+    ),
+    "KL vs teacher confidence": ScatterAxes(
+        "teacher_conf", "kl", "Teacher confidence (top-label probability)", "KL(teacher ‖ student) (nats)"
+    ),
+}
+
+
+def student_choices(roles: Mapping[str, str]) -> list[str]:
+    """The student roles of a selection (everything but the teacher), in the app's role order."""
+    known = [role for role in ROLE_ORDER if role != "teacher" and role in roles]
+    return known + sorted(role for role in roles if role not in ROLE_ORDER)
+
+
+def _check_pair(ws: Workspace, teacher_id: str, student_id: str, split: str) -> None:
+    teacher, student = ws.record(teacher_id).config, ws.record(student_id).config
+    if teacher["dataset"] != student["dataset"]:
+        raise ValueError(
+            f"teacher and student were trained on different datasets ({teacher['dataset'].get('name')} vs "
+            f"{student['dataset'].get('name')}); pick two runs of one dataset"
+        )
+    if teacher_id == student_id:
+        raise ValueError("teacher and student are the same run; pick a student run to compare with the teacher")
+
+
+def divergence_frame(ws: Workspace, teacher_id: str, student_id: str, split: str = "test") -> pd.DataFrame:
+    """One row per sample of `split`, most divergent (KL(teacher ‖ student)) first; shared, do not modify.
+
+    Columns of `kdviz.analysis.rank_divergence` plus `label`, the class names `label_name`,
+    `teacher_pred_name`, `student_pred_name`, and each model's probability of the true class
+    (`teacher_true_prob`, `student_true_prob`).
+    """
+
+    def make() -> pd.DataFrame:
+        _check_pair(ws, teacher_id, student_id, split)
+        teacher_probs, student_probs = ws.probs(teacher_id, split), ws.probs(student_id, split)
+        labels = ws.labels(teacher_id, split)
+        frame = rank_divergence(teacher_probs, student_probs, labels)
+        rows = frame["index"].to_numpy()
+        names = np.asarray([str(name) for name in ws.dataset(teacher_id).class_names], dtype=object)
+        frame.insert(1, "label", labels[rows].astype(np.int64))
+        frame["teacher_true_prob"] = teacher_probs[rows, labels[rows]].astype(np.float64)
+        frame["student_true_prob"] = student_probs[rows, labels[rows]].astype(np.float64)
+        frame["label_name"] = names[frame["label"].to_numpy()]
+        frame["teacher_pred_name"] = names[frame["teacher_pred"].to_numpy()]
+        frame["student_pred_name"] = names[frame["student_pred"].to_numpy()]
+        return frame
+
+    return ws.cached(("divergence_frame", teacher_id, student_id, split), make)
+
+
+def filter_divergence(
+    frame: pd.DataFrame,
+    *,
+    classes: Iterable[int] | None = None,
+    categories: Iterable[str] | None = None,
+    class_filter: str = "true class",
+) -> pd.DataFrame:
+    """Rows whose class (see `CLASS_FILTERS`) is in `classes` and category in `categories` (None: all)."""
+    if class_filter not in CLASS_FILTERS:
+        raise ValueError(f"unknown class filter {class_filter!r}; valid filters: {', '.join(CLASS_FILTERS)}")
+    keep = np.ones(len(frame), dtype=bool)
+    if categories is not None:
+        categories = list(categories)
+        unknown = sorted(set(categories) - set(DIVERGENCE_CATEGORIES))
+        if unknown:
+            raise ValueError(
+                f"unknown categories {', '.join(map(repr, unknown))}; valid: {', '.join(DIVERGENCE_CATEGORIES)}"
+            )
+        keep &= frame["category"].isin(categories).to_numpy()
+    if classes is not None:
+        keep &= frame[CLASS_FILTERS[class_filter]].isin([int(c) for c in classes]).to_numpy()
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def category_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Samples per divergence category (every category listed, in display order), with their share."""
+    counts = frame["category"].value_counts().reindex(list(DIVERGENCE_CATEGORIES), fill_value=0)
+    total = max(int(counts.sum()), 1)
+    return pd.DataFrame(
+        {"category": list(DIVERGENCE_CATEGORIES), "samples": counts.to_numpy(), "share": counts.to_numpy() / total}
+    )
+
+
+def selected_indices(event: Any) -> list[int]:
+    """Sample indices (the points' `customdata`) picked in a Plotly selection event, in order, without repeats.
+
+    Accepts Streamlit's event object or a plain ``{"selection": {"points": [...]}}`` dict; a point's
+    customdata may be the index itself or a list whose first entry is the index.
+    """
+    if event is None:
+        return []
+    selection = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
+    if selection is None:
+        return []
+    points = selection.get("points") if isinstance(selection, Mapping) else getattr(selection, "points", None)
+    indices: list[int] = []
+    for point in points or []:
+        custom = point.get("customdata") if isinstance(point, Mapping) else None
+        if isinstance(custom, list | tuple | np.ndarray):
+            custom = custom[0] if len(custom) else None
+        if custom is None:
+            continue
+        try:
+            index = int(custom)
+        except (TypeError, ValueError):
+            continue
+        if index not in indices:
+            indices.append(index)
+    return indices
+
+
+def attribution_choices(ws: Workspace, teacher_id: str, student_id: str) -> list[str]:
+    """The cheap attribution methods both models support (Grad-CAM needs a conv layer in each)."""
+    has_conv = all(getattr(ws.model(rid), "last_conv_layer", None) for rid in (teacher_id, student_id))
+    return [name for name in CHEAP_ATTRIBUTIONS if name != "grad_cam" or has_conv]
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+def cosine_neighbours(query: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `bank` (N×D) most cosine-similar to `query` (D): (positions, similarities), most similar first.
+
+    Ties keep bank order. A zero vector has similarity 0 to everything.
+    """
+    if bank.ndim != 2 or query.ndim != 1 or query.shape[0] != bank.shape[1]:
+        raise ValueError(
+            f"query must be a D vector and bank an N×D matrix, got {tuple(query.shape)} and {tuple(bank.shape)}"
+        )
+    if not 1 <= k <= bank.shape[0]:
+        raise ValueError(f"k must be in 1..{bank.shape[0]} (the number of candidates), got {k}")
+    bank_unit = torch.nn.functional.normalize(bank.double(), dim=1)
+    query_unit = torch.nn.functional.normalize(query.double(), dim=0)
+    similarity = bank_unit @ query_unit
+    order = torch.argsort(-similarity, stable=True)[:k]
+    return order.numpy().astype(np.int64), similarity[order].numpy()
+
+
+@torch.no_grad()
+def _embed(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    embed = getattr(model, "embed", model)
+    with module_lock(model):
+        parts = [embed(x[i : i + batch_size]).flatten(start_dim=1).float() for i in range(0, len(x), batch_size)]
+    return torch.cat(parts)
+
+
+def neighbour_bank(ws: Workspace, teacher_id: str) -> tuple[np.ndarray, torch.Tensor]:
+    """(training indices, their teacher embeddings) searched for neighbours; cached per teacher.
+
+    At most `MAX_NEIGHBOUR_BANK` training samples: all of them, or an evenly strided subset.
+    """
+
+    def make() -> tuple[np.ndarray, torch.Tensor]:
+        x_train, _ = ws.inputs(teacher_id, "train")
+        n = len(x_train)
+        rows = np.arange(n) if n <= MAX_NEIGHBOUR_BANK else np.linspace(0, n - 1, MAX_NEIGHBOUR_BANK).astype(np.int64)
+        features = _embed(ws.model(teacher_id), x_train[torch.from_numpy(rows)])
+        return rows, features
+
+    return ws.cached(("neighbour_bank", teacher_id), make)
+
+
+# --------------------------------------------------------------------------- one sample
+
+
+@dataclass
+class SampleDrill:
+    """One sample seen by teacher and student: predictions, attributions, neighbours, decision regions.
+
+    `input` is the sample as the teacher sees it (normalised). Attributions explain each model's
+    own predicted class and have the shape `attribute` returns for one sample. `neighbours` lists
+    the nearest training samples in the teacher's embedding space (cosine): ``train_index,
+    similarity, label, label_name``; `neighbour_inputs` holds their inputs (k×…) and
+    `bank_size`/`train_size` say how many training samples were searched out of how many.
+    `grid` is set for 2-D point data only.
+    """
+
+    index: int
+    label: int
+    class_names: list[str]
+    input_kind: str
+    input: np.ndarray
+    teacher_probs: np.ndarray
+    student_probs: np.ndarray
+    kl: float
+    attribution_method: str
+    teacher_attribution: np.ndarray
+    student_attribution: np.ndarray
+    neighbours: pd.DataFrame
+    neighbour_inputs: np.ndarray
+    bank_size: int
+    train_size: int
+    grid: DecisionGrid | None
+
+    @property
+    def teacher_prediction(self) -> int:
+        return int(self.teacher_probs.argmax())
+
+    @property
+    def student_prediction(self) -> int:
+        return int(self.student_probs.argmax())
+
+
+def _attribution(ws: Workspace, run_id: str, split: str, index: int, target: int, method: str) -> np.ndarray:
+    x, _ = ws.inputs(run_id, split)
+    return attribute(ws.model(run_id), x[index : index + 1], target, method)[0].numpy()
+
+
+def _neighbours(ws: Workspace, teacher_id: str, sample: torch.Tensor, k: int) -> tuple[pd.DataFrame, np.ndarray, int]:
+    rows, bank = neighbour_bank(ws, teacher_id)
+    query = _embed(ws.model(teacher_id), sample)[0]
+    positions, similarity = cosine_neighbours(query, bank, min(k, len(rows)))
+    train_index = rows[positions]
+    x_train, y_train = ws.inputs(teacher_id, "train")
+    labels = y_train.numpy()[train_index]
+    names = [str(name) for name in ws.dataset(teacher_id).class_names]
+    table = pd.DataFrame(
+        {
+            "train_index": train_index,
+            "similarity": similarity,
+            "label": labels.astype(np.int64),
+            "label_name": [names[label] for label in labels],
+        }
+    )
+    return table, x_train[torch.from_numpy(train_index)].numpy(), len(x_train)
+
+
+def drill_down(
+    ws: Workspace,
+    teacher_id: str,
+    student_id: str,
+    index: int,
+    *,
+    method: str = "saliency",
+    k_neighbours: int = 6,
+    neighbours: bool = True,
+    split: str = "test",
+    grid_size: int = 80,
+) -> SampleDrill:
+    """Everything the inspector shows for sample `index` of `split` (cached per pair, sample and options).
+
+    `neighbours=False` skips the neighbour search (the first search embeds the training set once per
+    teacher). Attributions use `method` (any registered name; the app offers `CHEAP_ATTRIBUTIONS`).
+    """
+    _check_pair(ws, teacher_id, student_id, split)
+    x, y = ws.inputs(teacher_id, split)
+    if not (isinstance(index, int | np.integer) and 0 <= int(index) < len(x)):
+        raise ValueError(f"sample {index} is out of range: split {split!r} has {len(x)} samples (0..{len(x) - 1})")
+    if k_neighbours < 1:
+        raise ValueError(f"k_neighbours must be at least 1, got {k_neighbours}")
+    index = int(index)
+
+    def make() -> SampleDrill:
+        data = ws.dataset(teacher_id)
+        teacher_probs = np.asarray(ws.probs(teacher_id, split)[index], dtype=np.float64)
+        student_probs = np.asarray(ws.probs(student_id, split)[index], dtype=np.float64)
+        frame = divergence_frame(ws, teacher_id, student_id, split)
+        kl = float(frame.loc[frame["index"] == index, "kl"].iloc[0])
+        teacher_attr = _attribution(ws, teacher_id, split, index, int(teacher_probs.argmax()), method)
+        student_attr = _attribution(ws, student_id, split, index, int(student_probs.argmax()), method)
+        table, inputs, train_size = pd.DataFrame(columns=["train_index", "similarity", "label", "label_name"]), None, 0
+        if neighbours:
+            table, inputs, train_size = _neighbours(ws, teacher_id, x[index : index + 1], k_neighbours)
+        grid = None
+        if data.input_kind == "points" and tuple(data.input_shape) == (2,):
+            teacher, student = ws.model(teacher_id), ws.model(student_id)
+            explained = explain_divergence(
+                teacher, student, data, index, split=split, k_neighbours=1, grid_size=grid_size
+            )
+            grid = explained.decision_grid
+        return SampleDrill(
+            index=index,
+            label=int(y[index]),
+            class_names=[str(name) for name in data.class_names],
+            input_kind=data.input_kind,
+            input=x[index].numpy(),
+            teacher_probs=teacher_probs,
+            student_probs=student_probs,
+            kl=kl,
+            attribution_method=method,
+            teacher_attribution=teacher_attr,
+            student_attribution=student_attr,
+            neighbours=table,
+            neighbour_inputs=inputs if inputs is not None else np.zeros((0, *x.shape[1:]), dtype=np.float32),
+            bank_size=len(neighbour_bank(ws, teacher_id)[0]) if neighbours else 0,
+            train_size=train_size,
+            grid=grid,
+        )
+
+    key = ("drill_down", teacher_id, student_id, split, index, method, k_neighbours if neighbours else 0, grid_size)
+    return ws.cached(key, make)
+
+
+def default_sample(frame: pd.DataFrame, wanted: int | None) -> int | None:
+    """`wanted` when it is a sample of `frame`, else the most divergent one (None for an empty frame)."""
+    if wanted is not None and int(wanted) in set(frame["index"].tolist()):
+        return int(wanted)
+    return int(frame["index"].iloc[0]) if len(frame) else None
+
+
+def table_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns the sortable table shows, renamed for people."""
+    columns = {
+        "index": "sample",
+        "label_name": "true class",
+        "teacher_pred_name": "teacher predicts",
+        "student_pred_name": "student predicts",
+        "category": "category",
+        "kl": "KL(teacher‖student)",
+        "teacher_conf": "teacher confidence",
+        "student_conf": "student confidence",
+        "teacher_true_prob": "teacher p(true)",
+        "student_true_prob": "student p(true)",
+    }
+    return frame[list(columns)].rename(columns=columns)
+
+
+def points_frame(ws: Workspace, run_id: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(x N×2, labels) of 2-D point data for drawing behind decision regions."""
+    x, y = ws.inputs(run_id, split)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"decision regions need 2-D point data; this dataset's inputs have shape {tuple(x.shape[1:])}")
+    return x.numpy(), y.numpy()

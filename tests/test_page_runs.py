@@ -1,0 +1,86 @@
+"""AppTest of the Runs page with the sample models: table, comparisons, delete with confirmation, upload."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import APP
+from streamlit.testing.v1 import AppTest
+
+from kdviz.samples import sample_roles
+from kdviz.store import RunStore
+
+PAGE = "pages/runs.py"
+
+
+def app_page(page: str, **query: str) -> AppTest:
+    """The app opened on `page` with URL `query` (run once on the default page first, so that
+    app.py's navigation and shared sidebar run around the page)."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    return at.switch_page(page)
+
+
+def figures(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def runs_table(at):
+    return at.dataframe[0].value
+
+
+def test_table_curves_and_parallel_coordinates(app_env) -> None:
+    at = app_page(PAGE, dataset="digits").run()
+    assert not at.exception and not at.error
+    table = runs_table(at)
+    assert len(table) >= 17  # every sample run
+    assert {"dataset", "method", "kind", "test_accuracy", "test_ece", "test_agreement", "params"} <= set(table.columns)
+    charts = figures(at)
+    # comparing the sidebar's digits runs: one curve per run, coloured by role
+    curves = charts[0]
+    assert len(curves["data"]) == len(sample_roles("digits"))
+    assert curves["layout"]["xaxis"]["title"]["text"] == "epoch"
+    assert any(trace["type"] == "parcoords" for chart in charts for trace in chart["data"])
+    at.multiselect(key="runs_kinds").set_value(["teacher"]).run()
+    assert set(runs_table(at)["kind"]) == {"teacher"}
+    assert len(runs_table(at)) == 5
+
+
+def test_metric_preset_round_trip(app_env) -> None:
+    at = app_page(PAGE, dataset="digits", runs_metric="loss").run()
+    assert not at.exception
+    assert at.selectbox(key="runs_metric").value == "loss"
+    assert figures(at)[0]["layout"]["yaxis"]["title"]["text"] == "loss"
+    at.selectbox(key="runs_metric").set_value("val_accuracy").run()
+    assert at.query_params["runs_metric"] == "val_accuracy"
+    assert figures(at)[0]["layout"]["yaxis"]["title"]["text"] != "loss"
+
+
+def test_delete_needs_confirmation_then_upload_restores(app_env) -> None:
+    run_id = sample_roles("moons")["scratch"]
+    card = RunStore(app_env).export(run_id)
+    at = app_page(PAGE, dataset="moons").run()
+    at.selectbox(key="runs_manage").set_value(run_id).run()
+    at.button(key="runs_delete").click().run()
+    assert any("sample run" in w.value for w in at.warning)
+    assert RunStore(app_env).get(run_id) is not None  # nothing deleted before the confirmation
+    at.button(key="runs_delete_yes").click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Deleted") for s in at.success)
+    assert RunStore(app_env).get(run_id) is None
+    at.file_uploader(key="runs_upload").set_value(("bad.kdrun", b"not a zip", "application/zip")).run()
+    assert any("Could not import bad.kdrun" in e.value for e in at.error)
+    at.file_uploader(key="runs_upload").set_value(("moons.kdrun", card, "application/zip")).run()
+    assert not at.exception
+    assert any(s.value.startswith("Imported") for s in at.success)
+    assert RunStore(app_env).get(run_id) is not None
+
+
+def test_lesson_mode_hides_delete_and_upload(app_env) -> None:
+    at = app_page(PAGE, dataset="moons", lesson="1").run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe) == 1
+    assert not [b for b in at.button if b.key == "runs_delete"]
+    assert not at.get("file_uploader")

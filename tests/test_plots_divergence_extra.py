@@ -1,0 +1,46 @@
+"""`neighbour_gallery`: a sample and its neighbours as image panels or signal lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from kdviz.plots import class_colors
+from kdviz.plots.divergence_extra import neighbour_gallery
+
+
+def test_image_gallery_panels() -> None:
+    sample = np.zeros((1, 4, 4))
+    sample[0, 0, 0] = 1.0
+    neighbours = np.stack([sample, -sample, sample * 2])
+    fig = neighbour_gallery(sample, neighbours, ["cat", "dog", "eel"], sample_title="sample 7")
+    images = [t for t in fig.data if isinstance(t, go.Image)]
+    assert len(images) == 4
+    # min–max scaled grey: the one bright pixel is white, the rest black (inverted for the negated neighbour)
+    assert images[0].z[0][0].tolist() == [255, 255, 255] and images[0].z[1][1].tolist() == [0, 0, 0]
+    assert images[2].z[0][0].tolist() == [0, 0, 0]
+    assert [a.text for a in fig.layout.annotations] == ["sample 7", "cat", "dog", "eel"]
+
+
+def test_signal_gallery_lines_and_axis_titles() -> None:
+    sample = np.arange(6, dtype=float)[None]
+    neighbours = np.stack([sample + 1, sample * 2])
+    fig = neighbour_gallery(sample, neighbours, labels=[2, 0])
+    lines = [t for t in fig.data if t.name is not None and t.showlegend is False and t.line.dash != "dot"]
+    assert list(lines[0].y) == list(range(6))
+    assert list(lines[1].y) == [1, 2, 3, 4, 5, 6]
+    assert lines[1].line.color == class_colors(3)[2]  # neighbour in its label's class colour
+    assert lines[2].line.color == class_colors(3)[0]
+    for key in ("xaxis", "xaxis2", "xaxis3"):
+        assert fig.layout[key].title.text == "position"
+    assert fig.layout.yaxis.title.text == "value (normalised)"
+
+
+def test_gallery_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="neighbours must be k×1×4×4 like the sample"):
+        neighbour_gallery(np.zeros((1, 4, 4)), np.zeros((2, 1, 5, 5)))
+    with pytest.raises(ValueError, match="length mismatch: labels and neighbours"):
+        neighbour_gallery(np.zeros((1, 6)), np.zeros((2, 1, 6)), labels=[0])
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        neighbour_gallery(np.zeros((2, 4, 4)), np.zeros((1, 2, 4, 4)))

@@ -70,7 +70,7 @@ def divergence_scatter(
         fig.add_trace(trace)
     if log_y:
         fig.update_yaxes(type="log")
-    fig.update_layout(clickmode="event+select", dragmode="lasso")
+    fig.update_layout(clickmode="event+select")  # a forced lasso/select drag mode stops clicks selecting a point
     return apply_layout(fig, title=title, x_title=axis_label(x), y_title=axis_label(y), legend_title=axis_label(color))
 
 

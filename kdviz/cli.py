@@ -99,6 +99,14 @@ def _build_parser() -> argparse.ArgumentParser:
     rm = runs_sub.add_parser("rm", help="delete a run")
     rm.add_argument("run_id")
 
+    experiment = sub.add_parser("experiment", help="run a packaged experiment and print its table")
+    experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    from kdviz.experiments import shortcut
+
+    shortcut.add_arguments(
+        experiments.add_parser("shortcut", help="explanation-guided KD against a spurious cue (shapes)")
+    )
+
     samples = sub.add_parser("build-samples", help="train the sample models the app ships with (sample_models/)")
     samples.add_argument("--out", default=None, help="output folder (default: the repository's sample_models/)")
     samples.add_argument("--datasets", default=None, help="comma-separated subset of the sample datasets")
@@ -367,8 +375,15 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from kdviz.experiments import shortcut
+
+    return shortcut.run_command(args)
+
+
 COMMANDS = {
     "build-samples": _cmd_build_samples,
+    "experiment": _cmd_experiment,
     "train": _cmd_train,
     "compare": _cmd_compare,
     "datasets": _cmd_datasets,

@@ -2,6 +2,7 @@
 
 from kdviz.distill import methods as _methods  # noqa: F401  (registers the built-in methods)
 from kdviz.distill import methods_compress as _methods_compress  # noqa: F401
+from kdviz.distill import methods_explain as _methods_explain  # noqa: F401
 from kdviz.distill import methods_feature as _methods_feature  # noqa: F401
 from kdviz.distill import methods_multi as _methods_multi  # noqa: F401
 from kdviz.distill import methods_multi_teacher as _methods_multi_teacher  # noqa: F401

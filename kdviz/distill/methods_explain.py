@@ -1,0 +1,299 @@
+"""Explanation-guided methods: match the teacher's Grad-CAM or input gradients, or learn from one's own explanations.
+
+`explanation_kd` and `gradient_matching_kd` add λ·(1 − cos(E_t, E_s)) to Hinton KD, where E is
+the explanation of the **teacher's top-1 class** (Grad-CAM at the last conv layer upsampled to
+the input, or the L2-normalised input gradient of that class's logit). The teacher's map is
+constant; the student's is computed on the training forward pass with `create_graph=True`, so
+the term trains the student through its explanation (double backprop). `every` = k applies the
+term on every k-th step only (other steps are plain KD and skip the explanation cost); `frozen`
+= 1 computes the teacher maps once for the train split before training. Both teachers and inputs
+are fixed during training, so frozen maps equal live ones up to float rounding; frozen trades
+memory (one map per training sample) for one teacher forward/backward per step. With λ = 0 no
+explanation is computed and the run trains exactly like `kd`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from kdviz.distill import losses_explain
+from kdviz.distill.explain_grad import (
+    conv_layer,
+    grad_cam,
+    grad_cam_from_activations,
+    input_gradients,
+    input_gradients_of,
+    l2_normalise,
+)
+from kdviz.distill.methods import KD_ALPHA, KD_TEMPERATURE
+from kdviz.distill.methods_feature import feature_shapes
+from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
+from kdviz.models import FeatureTap
+
+_FAMILY = "explanation"
+_INPUT_KEY = "input"  # batch.student_features key of the input leaf the student's gradients are taken w.r.t.
+_CHUNK = 256  # samples per teacher pass when precomputing frozen maps
+MAX_SELF_EXPLANATION_CLASSES = 64  # one backward pass per class and step: beyond this, too slow to be useful
+
+_EVERY = Hyperparameter(1, "apply the explanation term on every k-th training step (1: every step)", 1, 1000)
+_FROZEN = Hyperparameter(0, "1: teacher explanations computed once for the train split (faster); 0: every step", 0, 1)
+
+
+def _model_name(model: nn.Module) -> str:
+    return str(getattr(model, "spec", {}).get("name", type(model).__name__))
+
+
+def _whole_number(method: str, key: str, value: float) -> int:
+    if value != int(value):
+        raise MethodError(f"hyperparameter {key!r} of method {method!r} must be a whole number, got {value}")
+    return int(value)
+
+
+def _check_same_inputs(method: str, ctx) -> None:
+    """The teacher must see the student's inputs: both explain the same pixels."""
+    teachers = getattr(ctx, "teachers", None) or []
+    if len(teachers) > 1:
+        raise MethodError(f"method {method!r} matches the explanations of one teacher, got {len(teachers)} teachers")
+    student_kind = ctx.config.get("inputs", "standard")
+    teacher_kinds = getattr(ctx, "teacher_inputs", None) or [student_kind]
+    if teacher_kinds[0] != student_kind:
+        raise MethodError(
+            f"method {method!r} compares explanations over the same inputs, but the teacher sees {teacher_kinds[0]} "
+            f"inputs and the student {student_kind} ones; use a teacher trained on the student's input kind"
+        )
+
+
+class _ExplanationMatchingKD(Method):
+    """KD + λ·(1 − cos(E_t, E_s)); subclasses say how E is computed for the teacher and the student."""
+
+    hyperparameters = {
+        "temperature": KD_TEMPERATURE,
+        "alpha": KD_ALPHA,
+        "weight": Hyperparameter(
+            1.0, "weight λ of the explanation term 1 − cos(E_t, E_s) (kdviz's default; the paper tunes λ)", 0, 1000
+        ),
+        "every": _EVERY,
+        "frozen": _FROZEN,
+    }
+    needs_teacher = True
+    explanation: ClassVar[str]
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        _check_same_inputs(self.name, ctx)
+        self.every = _whole_number(self.name, "every", self.hparams["every"])
+        frozen = self.hparams["frozen"]
+        if frozen not in (0.0, 1.0):
+            raise MethodError(f"hyperparameter 'frozen' of method {self.name!r} must be 0 (live) or 1 (frozen)")
+        self.frozen = bool(frozen)
+        self.check_models(ctx)
+        self.frozen_maps: torch.Tensor | None = None
+        if self.frozen and self.hparams["weight"] > 0:
+            self.frozen_maps = self.precompute_teacher_maps(ctx)
+
+    def check_models(self, ctx) -> None:
+        """Raise a MethodError when the student or teacher cannot give this kind of explanation."""
+
+    def teacher_maps(self, teacher: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def student_maps(self, batch: Batch, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def applies(self, batch: Batch) -> bool:
+        """Whether this step carries the explanation term (λ > 0 and the step is a multiple of `every`)."""
+        return self.hparams["weight"] > 0 and batch.step % getattr(self, "every", 1) == 0
+
+    @torch.no_grad()
+    def precompute_teacher_maps(self, ctx) -> torch.Tensor:
+        """The teacher's maps for every training sample (rows outside the training subset stay zero)."""
+        x_train = ctx.dataset.x_train
+        index = ctx.train_index if getattr(ctx, "train_index", None) is not None else torch.arange(len(x_train))
+        index = index.to(x_train.device)
+        stored = getattr(ctx, "teacher_train_logits", None)
+        maps = None
+        for start in range(0, len(index), _CHUNK):
+            rows = index[start : start + _CHUNK]
+            target = None if stored is None else stored[0, rows].argmax(dim=1)
+            if target is None:
+                target = ctx.teacher(x_train[rows]).argmax(dim=1)
+            chunk = self.teacher_maps(ctx.teacher, x_train[rows], target)
+            if maps is None:
+                maps = chunk.new_zeros((len(x_train), *chunk.shape[1:]))
+            maps[rows] = chunk
+        return maps
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        teacher_maps = student_maps = None
+        if self.applies(batch):
+            target = batch.teacher_logits.argmax(dim=1)  # the teacher's top-1 class, explained by both
+            student_maps = self.student_maps(batch, student_logits, target)
+            if self.frozen_maps is not None:
+                teacher_maps = self.frozen_maps[batch.index]
+            else:
+                teacher_maps = self.teacher_maps(ctx.teacher, batch.x, target)
+        return losses_explain.explanation_kd(
+            student_logits,
+            batch.teacher_logits,
+            batch.y,
+            teacher_maps,
+            student_maps,
+            self.hparams["temperature"],
+            self.hparams["alpha"],
+            self.hparams["weight"],
+        )
+
+
+@register_method
+class ExplanationKD(_ExplanationMatchingKD):
+    name = "explanation_kd"
+    card = MethodCard(
+        title="Explanation-enhanced KD (Grad-CAM matching)",
+        paper="Parchami-Araghi, Böhle, Rao, Schiele, Good Teachers Explain: Explanation-Enhanced Knowledge "
+        "Distillation (e²KD), ECCV 2024",
+        formula="L = (1-α)·CE(y, softmax(z_s)) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) "
+        "+ λ·mean_i(1 − cos(E_t, E_s)); E = ReLU(Σ_c mean_pos(∂z_ŷ/∂A_c)·A_c) at the last conv layer, "
+        "upsampled to the input, ŷ = teacher's top-1; "
+        "E_t detached, E_s differentiated (double backprop)",
+        claim="Also matching the teacher's explanations makes the student more accurate and faithful to the teacher, "
+        "right for the teacher's reasons (more robust under distribution shift), even with pre-computed "
+        "('frozen') teacher explanations.",
+        family=_FAMILY,
+    )
+    explanation = "grad_cam"
+
+    def check_models(self, ctx) -> None:
+        self.layers: dict[str, str] = {}
+        probe = ctx.dataset.x_train[:2]
+        for role, model in (("student", ctx.student), ("teacher", ctx.teacher)):
+            layer = conv_layer(model)
+            if layer is None:
+                raise MethodError(
+                    f"explanation_kd needs a convolutional student and teacher (Grad-CAM at the last conv layer); "
+                    f"{role} {_model_name(model)} has none. Use gradient_matching_kd, which matches input gradients "
+                    "and works for any model (MLP, 1-D, tabular)"
+                )
+            shape = feature_shapes(model, probe, [layer])[layer]
+            if len(shape) != probe.ndim:
+                raise MethodError(
+                    f"explanation_kd needs a spatial map at the {role}'s last conv layer {layer!r}, got shape "
+                    f"{shape[1:]} for inputs {tuple(probe.shape[1:])}; use gradient_matching_kd instead"
+                )
+            self.layers[role] = layer
+
+    def teacher_maps(self, teacher: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            cam, _ = grad_cam(teacher, x, target)
+        return cam.detach()
+
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        if not self.applies(batch):
+            return ctx.student(batch.x)
+        layer = self.layers["student"]
+        with FeatureTap(ctx.student, [layer]) as tap:
+            logits = ctx.student(batch.x)
+        batch.student_features = tap.features
+        return logits
+
+    def student_maps(self, batch: Batch, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        activations = batch.student_features[self.layers["student"]]
+        return grad_cam_from_activations(logits, activations, target, batch.x.shape[2:], create_graph=True)
+
+
+@register_method
+class GradientMatchingKD(_ExplanationMatchingKD):
+    name = "gradient_matching_kd"
+    card = MethodCard(
+        title="Explanation-enhanced KD (input-gradient matching)",
+        paper="Parchami-Araghi, Böhle, Rao, Schiele, Good Teachers Explain: Explanation-Enhanced Knowledge "
+        "Distillation (e²KD), ECCV 2024 (e²KD with gradient explanations; kdviz's variant for any model)",
+        formula="L = (1-α)·CE(y, softmax(z_s)) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + λ·mean_i(1 − g_t·g_s); "
+        "g = vec(∂z_ŷ/∂x)/‖vec(∂z_ŷ/∂x)‖₂, ŷ = teacher's top-1; g_t detached, g_s differentiated (double backprop)",
+        claim="Matching the direction of the teacher's input gradients transfers where the teacher is sensitive, "
+        "for any architecture (MLP, 1-D, tabular) rather than only convolutional ones.",
+        family=_FAMILY,
+    )
+    explanation = "input_gradient"
+
+    def teacher_maps(self, teacher: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        grads, _ = input_gradients_of(teacher, x, target)
+        return l2_normalise(grads).detach()
+
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        if not self.applies(batch):
+            return ctx.student(batch.x)
+        x = batch.x.detach().requires_grad_(True)
+        batch.student_features = {_INPUT_KEY: x}
+        return ctx.student(x)
+
+    def student_maps(self, batch: Batch, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        grads = input_gradients(logits, batch.student_features[_INPUT_KEY], target, create_graph=True)
+        return l2_normalise(grads)
+
+
+@register_method
+class SelfExplanationKD(Method):
+    name = "self_explanation_kd"
+    card = MethodCard(
+        title="Introspective learning (self-explanation soft targets)",
+        paper="Gu, Wu, Tresp, Introspective Learning by Distilling Knowledge from Online Self-explanation, ACCV 2020 "
+        "(the idea; this construction of the targets is kdviz's, the paper's exact one could not be checked offline)",
+        formula="L = (1-α)·CE(y, softmax(z)) + α·KL(q ‖ softmax(z)); q = softmax(s/τ), s_k = cos(E_y, E_k), s_y = 1; "
+        "E_k = the model's own explanation of class k (Grad-CAM at the last conv layer, at its resolution, or the "
+        "input gradient for models without convolutions), computed on the training forward and detached",
+        claim="A model's own explanations carry class-similarity information like a teacher's soft targets do, so "
+        "distilling from them improves on label-only training without any teacher or peer.",
+        family=_FAMILY,
+    )
+    hyperparameters = {
+        "alpha": Hyperparameter(0.5, "weight α of the self-explanation term; (1-α) weighs the label term", 0.0, 1.0),
+        "tau": Hyperparameter(0.2, "temperature τ of the softmax over explanation similarities", 1e-3, 100.0),
+    }
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        classes = ctx.dataset.num_classes
+        if classes > MAX_SELF_EXPLANATION_CLASSES:
+            raise MethodError(
+                f"self_explanation_kd explains every class on every step (one backward pass each); {classes} classes "
+                f"is more than its limit of {MAX_SELF_EXPLANATION_CLASSES}. Use kd or ps_kd for many classes"
+            )
+        layer = conv_layer(ctx.student)
+        if layer is not None:
+            probe = ctx.dataset.x_train[:2]
+            if len(feature_shapes(ctx.student, probe, [layer])[layer]) != probe.ndim:
+                layer = None  # no spatial map there: fall back to input gradients
+        self.layer = layer
+
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        if self.layer is None:
+            x = batch.x.detach().requires_grad_(True)
+            batch.student_features = {_INPUT_KEY: x}
+            return ctx.student(x)
+        with FeatureTap(ctx.student, [self.layer]) as tap:
+            logits = ctx.student(batch.x)
+        batch.student_features = tap.features
+        return logits
+
+    def class_explanations(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+        """N×K×P: the model's (detached) explanation of every class for each sample."""
+        maps = []
+        for k in range(logits.shape[1]):
+            target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
+            if self.layer is None:
+                explanation = input_gradients(logits, batch.student_features[_INPUT_KEY], target)
+            else:
+                explanation = grad_cam_from_activations(logits, batch.student_features[self.layer], target)
+            maps.append(explanation.detach().flatten(start_dim=1))
+        return torch.stack(maps, dim=1)
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not hasattr(self, "layer"):
+            raise MethodError("method 'self_explanation_kd' was not set up: call setup(ctx) before loss_terms")
+        targets = losses_explain.explanation_similarity_targets(
+            self.class_explanations(batch, student_logits), batch.y, self.hparams["tau"]
+        )
+        return losses_explain.self_explanation_kd(student_logits, batch.y, targets, self.hparams["alpha"])

@@ -27,9 +27,9 @@ PAGES = {
 }
 sections = {
     section: [
-        st.Page(f"pages/{file}", title=title, icon=icon, default=file == "home.py")
+        st.Page(f"app_pages/{file}", title=title, icon=icon, default=file == "home.py")
         for file, title, icon in items
-        if (Path(ROOT) / "pages" / file).exists()
+        if (Path(ROOT) / "app_pages" / file).exists()
     ]
     for section, items in PAGES.items()
 }

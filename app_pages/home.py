@@ -41,7 +41,7 @@ available = [item for item in TOUR if (PAGES_DIR / item[0]).exists()]
 columns = st.columns(2)
 for i, (file, label, icon, what) in enumerate(available):
     with columns[i % 2]:
-        st.page_link(f"pages/{file}", label=f"**{label}** — {what}", icon=icon)
+        st.page_link(f"app_pages/{file}", label=f"**{label}** — {what}", icon=icon)
 
 selection = state.current_selection()
 st.subheader("The chosen pair" + (f" on {selection.dataset['name']}" if selection else ""))

@@ -144,6 +144,50 @@ def build_samples(
     return manifest
 
 
+def build_shortcut_samples(
+    out_dir: Path | str = SAMPLES_DIR, *, store: RunStore | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run (or, with a `store` that has them, fetch) the shortcut experiment and ship its runs and table.
+
+    Writes ``shortcut/<method>-<λ>-s<seed>.kdrun`` for every run, ``shortcut/results.csv`` (one row per
+    run with its attribution metrics) and the manifest's ``experiments.shortcut`` entry.
+    """
+    from kdviz.experiments.shortcut import SHORTCUT_DEFAULTS, describe, run_shortcut
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as home:
+        store = store or RunStore(home)
+        runs = run_shortcut(store, config=SHORTCUT_DEFAULTS, progress=log)
+        folder = out_dir / "shortcut"
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for row in runs.itertuples():
+            lam = "" if row.role == "teacher" or row.method == "scratch" else f"-{row.__getattribute__('lambda'):g}"
+            file = f"shortcut/{row.method}{lam}-s{row.seed}.kdrun"
+            card = store.export(row.run_id)
+            (out_dir / file).write_bytes(card)
+            entries.append(
+                {
+                    "id": row.run_id,
+                    "file": file,
+                    "sha256": _sha256(card),
+                    "role": row.role,
+                    "method": row.method,
+                    "seed": int(row.seed),
+                }
+            )
+        runs.to_csv(folder / "results.csv", index=False)
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"version": 1, "datasets": {}}
+    manifest.setdefault("experiments", {})["shortcut"] = {
+        "description": describe(SHORTCUT_DEFAULTS),
+        "results": "shortcut/results.csv",
+        "runs": entries,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
 def read_manifest(samples_dir: Path | str = SAMPLES_DIR) -> dict[str, Any]:
     """The manifest of the shipped samples, or an empty one when none are shipped."""
     path = Path(samples_dir) / MANIFEST
@@ -156,6 +200,16 @@ def read_manifest(samples_dir: Path | str = SAMPLES_DIR) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict):
         raise SampleError(f"{path} has no 'datasets' table")
     return manifest
+
+
+def experiment_results(name: str, samples_dir: Path | str = SAMPLES_DIR) -> tuple[str, Any] | None:
+    """(description, per-run results table) of a shipped experiment, or None when it is not shipped."""
+    import pandas as pd
+
+    entry = read_manifest(samples_dir).get("experiments", {}).get(name)
+    if entry is None:
+        return None
+    return entry["description"], pd.read_csv(Path(samples_dir) / entry["results"])
 
 
 def sample_roles(dataset: str, samples_dir: Path | str = SAMPLES_DIR) -> dict[str, str]:
@@ -171,9 +225,15 @@ def install_samples(store: RunStore, samples_dir: Path | str = SAMPLES_DIR) -> l
     `SampleError` naming the file, and nothing already stored is touched.
     """
     samples_dir = Path(samples_dir)
+    manifest = read_manifest(samples_dir)
+    shipped = [
+        (name, role, run) for name, entry in manifest["datasets"].items() for role, run in entry.get("runs", {}).items()
+    ]
+    for name, entry in manifest.get("experiments", {}).items():
+        shipped += [(name, Path(run["file"]).stem, run) for run in entry.get("runs", [])]
     imported = []
-    for name, entry in read_manifest(samples_dir)["datasets"].items():
-        for role, run in entry.get("runs", {}).items():
+    for name, role, run in shipped:
+        if True:
             if store.get(run["id"]) is not None:
                 continue
             path = samples_dir / run["file"]

@@ -29,7 +29,7 @@ def app_env(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def app_page(page: str, **query: str):
-    """An AppTest of the whole app opened on `page` (e.g. "pages/calibration.py") with URL `query`; not yet run."""
+    """An AppTest of the whole app opened on `page` (e.g. "app_pages/calibration.py") with URL `query`; not yet run."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(APP, default_timeout=120)

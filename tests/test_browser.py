@@ -129,3 +129,31 @@ def test_upload_own_data_good_and_bad(server: str, browser: object, tmp_path: Pa
         page.get_by_role("button", name="Add this dataset").click()
         page.get_by_text(expected).wait_for(timeout=30_000)
     page.close()
+
+
+POINT_INDEX = """el => {
+    const trace = el.closest('.trace').__data__[0].trace;
+    const i = el.__data__.i;
+    const custom = trace.customdata[i];
+    return Array.isArray(custom) ? custom[0] : custom;
+}"""
+
+
+def test_click_a_point_in_the_divergence_scatter_opens_its_drill_down(server: str, browser: object):
+    page = browser.new_page(viewport={"width": 1440, "height": 1100})
+    open_page(page, f"{server}/divergence?dataset=moons")
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    point = points.nth(points.count() // 2)
+    wanted = int(point.evaluate(POINT_INDEX))
+    point.click(force=True)
+    page.wait_for_function(f"window.location.search.includes('div_sample={wanted}')", timeout=60_000)
+    _finished_again(page)
+    sample_box = page.get_by_text(f"#{wanted} · KL")
+    assert sample_box.count() >= 1
+    assert not page.locator(ERRORS).all_inner_texts()
+    page.close()
+
+
+def _finished_again(page: object) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_selector(FINISHED, timeout=90_000)

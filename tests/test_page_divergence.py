@@ -5,25 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import APP
-from streamlit.testing.v1 import AppTest
+from conftest import app_page
 
 from kdviz.samples import sample_roles
 
-PAGE = "pages/divergence.py"
-
-
-def app_page(page: str, **query: str) -> AppTest:
-    """The app opened on `page` with URL `query`, not yet run on the page.
-
-    The app runs once on its default page first: switching before the first run makes AppTest
-    run the page file alone, without app.py's navigation and shared sidebar.
-    """
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    return at.switch_page(page)
+PAGE = "app_pages/divergence.py"
 
 
 def plotly_figures(at) -> list[dict]:

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import app_page
 
-PAGE = "pages/home.py"
-
-
-@pytest.fixture(autouse=True)
-def navigation_v2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run app.py (sidebar + st.navigation) on every page, as a running server does.
-
-    AppTest re-detects the `pages/` folder on every run and then executes a page without the
-    entry point (Streamlit's v1 multipage mode), so the shared sidebar would never run.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    def run_main_script(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        path = Path(main_script_path)
-        exec(compile(path.read_text(), str(path), "exec"), {"__name__": "__main__", "__file__": str(path)})  # noqa: S102
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", run_main_script)
+PAGE = "app_pages/home.py"
 
 
 def chart_titles(at) -> list[str]:

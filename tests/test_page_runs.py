@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import APP
-from streamlit.testing.v1 import AppTest
+from conftest import app_page
 
 from kdviz.samples import sample_roles
 from kdviz.store import RunStore
 
-PAGE = "pages/runs.py"
-
-
-def app_page(page: str, **query: str) -> AppTest:
-    """The app opened on `page` with URL `query` (run once on the default page first, so that
-    app.py's navigation and shared sidebar run around the page)."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    return at.switch_page(page)
+PAGE = "app_pages/runs.py"
 
 
 def figures(at) -> list[dict]:

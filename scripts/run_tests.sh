@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 bash scripts/setup_browser.sh
-.venv/bin/ruff check kdviz tests bench ui app.py pages
+.venv/bin/ruff check kdviz tests bench ui app.py app_pages scripts
 .venv/bin/python -m pytest "$@"

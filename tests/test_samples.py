@@ -86,3 +86,16 @@ def test_cli_build_samples_names_bad_datasets(capsys: pytest.CaptureFixture[str]
 
     assert main(["build-samples", "--datasets", "shapes,nope", "--out", "/nonexistent"]) == 2
     assert "no sample plan for nope" in capsys.readouterr().err
+
+
+def test_shipped_shortcut_experiment_has_its_runs_and_table():
+    from kdviz.samples import experiment_results
+
+    manifest = json.loads((SAMPLES_DIR / "manifest.json").read_text())
+    entry = manifest["experiments"]["shortcut"]
+    description, results = experiment_results("shortcut")
+    assert description == entry["description"]
+    assert set(results["run_id"]) == {run["id"] for run in entry["runs"]}
+    assert {"scratch", "kd", "explanation_kd"} <= set(results["method"])
+    for run in entry["runs"]:
+        assert (SAMPLES_DIR / run["file"]).is_file()

@@ -23,6 +23,7 @@ PAGES = {
         ("attributions.py", "Attributions", ":material/visibility:"),
         ("divergence.py", "Divergence inspector", ":material/compare_arrows:"),
     ],
+    "Explanation-guided": [("explanation.py", "Explanation-guided KD", ":material/psychology:")],
     "Manage": [("runs.py", "Runs", ":material/table_view:")],
 }
 sections = {

@@ -14,14 +14,10 @@ st.markdown(
     "Points below the diagonal of the reliability diagram are **over-confident**, above it **under-confident**."
 )
 
-selection = state.current_selection()
-if selection is None:
-    st.info("Nothing to compare yet: pick a dataset with a trained teacher in the sidebar (or train one).")
-    st.stop()
-
+selection = state.require_selection()
 ws = state.workspace()
 roles = selection.roles
-names = {role: state.ROLE_TITLES.get(role, role) for role in roles}  # short names keep legends and axes readable
+names = state.role_names(selection)  # short names keep legends and axes readable
 name_roles = {name: role for role, name in names.items()}
 lesson = state.lesson_mode()
 splits = ["test"]

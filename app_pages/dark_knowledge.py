@@ -29,11 +29,7 @@ st.markdown(
     "softmax(z / T) with T > 1 lifts the small probabilities so that a student can learn from them."
 )
 
-selection = state.current_selection()
-if selection is None:
-    st.info("Nothing to show yet: pick a dataset with a trained teacher in the sidebar (or train one).")
-    st.stop()
-
+selection = state.require_selection()
 ws = state.workspace()
 lesson = state.lesson_mode()
 teacher_id = selection.teacher

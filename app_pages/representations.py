@@ -15,14 +15,10 @@ st.markdown(
     "image regions a layer relies on, and **TCAV** how much a human-defined concept pushes a class."
 )
 
-selection = state.current_selection()
-if selection is None:
-    st.info("Nothing to compare yet: pick a dataset with a trained teacher in the sidebar (or train one).")
-    st.stop()
-
+selection = state.require_selection()
 ws = state.workspace()
 roles = selection.roles
-names = {role: state.ROLE_TITLES.get(role, role) for role in roles}
+names = state.role_names(selection)
 name_roles = {name: role for role, name in names.items()}
 students = list(selection.students())
 lesson = state.lesson_mode()

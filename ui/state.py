@@ -130,6 +130,20 @@ def current_selection() -> Selection | None:
     return st.session_state.get(SELECTION_KEY)
 
 
+def require_selection() -> Selection:
+    """The sidebar's selection; without one, a short explanation and the page stops."""
+    selection = current_selection()
+    if selection is None:
+        st.info("Nothing to compare yet: pick a dataset with a trained teacher in the sidebar (or train one).")
+        st.stop()
+    return selection
+
+
+def role_names(selection: Selection) -> dict[str, str]:
+    """role → short display name ("Teacher", "Distilled student", ...) for legends and axes."""
+    return {role: ROLE_TITLES.get(role, role) for role in selection.roles}
+
+
 def role_labels(selection: Selection) -> dict[str, str]:
     """role → display name used in legends, e.g. ``Teacher (cnn-l · ce · 1a2b3c)``."""
     ws = workspace()

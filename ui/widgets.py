@@ -18,36 +18,32 @@ log = logging.getLogger("kdviz.app")
 USER_ERRORS = (ValueError, LookupError, OSError, RuntimeError)
 
 
-def chart(fig: go.Figure, key: str, *, name: str | None = None, select: bool = False, **kwargs: Any) -> Any:
-    """Show a Plotly figure with an HTML download (built only when clicked); returns the selection event."""
-    event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore", **kwargs)
+def _download(label: str, make: Any, file_name: str, mime: str, key: str) -> None:
+    """A quiet download button whose file is built only when clicked (no rerun)."""
     st.download_button(
-        "Download chart (HTML)",
-        data=lambda: figure_html(fig),
-        file_name=f"{name or key}.html",
-        mime="text/html",
-        key=f"{key}-html",
+        label,
+        data=make,
+        file_name=file_name,
+        mime=mime,
+        key=key,
         on_click="ignore",
         type="tertiary",
         icon=":material/download:",
     )
+
+
+def chart(fig: go.Figure, key: str, *, name: str | None = None, select: bool = False, **kwargs: Any) -> Any:
+    """Show a Plotly figure with an HTML download; returns the selection event."""
+    event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore", **kwargs)
+    _download("Download chart (HTML)", lambda: figure_html(fig), f"{name or key}.html", "text/html", f"{key}-html")
     return event
 
 
 def table(df: pd.DataFrame, key: str, *, name: str | None = None, **kwargs: Any) -> Any:
-    """Show a table with a CSV download (built only when clicked)."""
+    """Show a table with a CSV download."""
     kwargs.setdefault("hide_index", True)
     shown = st.dataframe(df, key=key, **kwargs)
-    st.download_button(
-        "Download table (CSV)",
-        data=lambda: table_csv(df),
-        file_name=f"{name or key}.csv",
-        mime="text/csv",
-        key=f"{key}-csv",
-        on_click="ignore",
-        type="tertiary",
-        icon=":material/download:",
-    )
+    _download("Download table (CSV)", lambda: table_csv(df), f"{name or key}.csv", "text/csv", f"{key}-csv")
     return shown
 
 

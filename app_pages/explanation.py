@@ -1,0 +1,214 @@
+"""Explanation-guided KD: can a teacher's explanations keep a student off a shortcut? (the shipped experiment)"""
+
+import pandas as pd
+import streamlit as st
+
+from kdviz.distill.registry import method_class
+from kdviz.experiments.shortcut import METRICS
+from kdviz.plots import attribution_grid, role_color
+from kdviz.plots.explanation_extra import metric_bars, tradeoff_lines
+from kdviz.views import explanation as xv
+from kdviz.views.train import method_card
+from ui import state
+from ui.widgets import chart, guard, table
+
+st.title("Explanation-guided KD")
+st.markdown(
+    "Can a student learn to be right **for the teacher's reasons**? In the *shortcut experiment* a small corner "
+    "patch whose colour and corner give the class away (a **spurious cue**) is drawn on the `shapes` images. "
+    "The **teacher** is trained where the cue carries no information, so it learns to look at the shape. The "
+    "**students** are distilled on images where the cue predicts the label (95% of them), and everyone is tested "
+    "on a **shifted** split where the cue is random: a model that reads the cue fails there. Plain KD passes on the "
+    "teacher's answers; **explanation-KD** also asks the student's Grad-CAM map to match the teacher's, "
+    "with weight λ."
+)
+
+ws = state.workspace()
+lesson = state.lesson_mode()
+shipped = xv.shipped_results(ws)
+if shipped is None:
+    st.info(
+        "The shortcut experiment's results are not shipped with this installation (no `experiments.shortcut` in "
+        "`sample_models/manifest.json`). Run `kdviz experiment shortcut` (or `kdviz build-samples`) to produce them."
+    )
+    st.stop()
+description, runs = shipped
+XAI_COLOR = role_color(xv.EXPLANATION_ROLE)
+st.caption(
+    f"Colours: teacher, scratch student and KD student in their usual colours; explanation-guided students in "
+    f"<span style='color:{XAI_COLOR}'>■</span> (λ told apart by bar pattern).",
+    unsafe_allow_html=True,
+)
+with st.expander("Configuration of the shipped results", expanded=False):
+    st.markdown(description)
+
+# --------------------------------------------------------------------------- comparison
+st.subheader("Comparison over seeds")
+with guard("summarise the experiment"):
+    summary = xv.comparison(runs)
+    n_seeds = len(xv.student_seeds(runs))
+    fig = metric_bars(
+        xv.bar_data(summary, xv.BAR_METRICS),
+        xv.BAR_METRICS,
+        labels=xv.METRIC_LABELS,
+        title=f"Accuracy with the cue random (shifted) vs predictive (in distribution); mean ± std, {n_seeds} seeds",
+    )
+    chart(fig, key="xai_accuracy", name="shortcut-accuracy")
+    st.caption(
+        "A student that learned the cue scores high in distribution and low on the shifted split. The teacher never "
+        "saw a useful cue, so it scores about the same on both."
+    )
+    fig = metric_bars(
+        xv.bar_data(summary, xv.AGREEMENT_METRICS),
+        xv.AGREEMENT_METRICS,
+        labels=xv.METRIC_LABELS,
+        title="Where the models look: agreement with the teacher's Grad-CAM and localisation in the shape",
+    )
+    chart(fig, key="xai_attribution", name="shortcut-attribution")
+    st.caption(
+        "Grad-CAM of the true class on the first 300 shifted-test images. Cosine to teacher: how alike the maps are "
+        "(the teacher scores 1). Pointing game: how often the strongest pixel lies on the shape. Relevance mass: "
+        "share of positive relevance inside the shape's mask."
+    )
+    shown = METRICS if not lesson else ("shifted_accuracy", "iid_accuracy", "gradcam_cosine", "pointing_game")
+    table(xv.comparison_table(summary, shown), key="xai_table", name="shortcut-comparison")
+
+# --------------------------------------------------------------------------- trade-off
+st.subheader("The λ trade-off")
+lambdas = xv.lambda_options(runs)
+seeds = xv.student_seeds(runs)
+state.from_url("xai_lambda", lambdas[1] if len(lambdas) > 1 else lambdas[0], float, valid=lambdas)
+state.from_url("xai_seed", seeds[0], int, valid=seeds)
+cols = st.columns([3, 1])
+lam = cols[0].select_slider(
+    "Explanation weight λ",
+    options=lambdas,
+    key="xai_lambda",
+    format_func=lambda v: "0 (plain KD)" if v == 0 else f"{v:g}",
+    help="Weight of the term λ·(1 − cos(Grad-CAM of teacher, Grad-CAM of student)). It also picks the student "
+    "whose maps are drawn below.",
+)
+seed = seeds[0]
+if not lesson:
+    seed = cols[1].selectbox("Student seed (maps)", seeds, key="xai_seed")
+state.to_url("xai_lambda", *(() if lesson else ("xai_seed",)))
+with guard("draw the λ trade-off"):
+    fig = tradeoff_lines(
+        xv.tradeoff_series(summary),
+        lam,
+        labels=xv.METRIC_LABELS,
+        title=f"KD (λ = 0) and explanation-KD against λ — chosen λ = {lam:g}",
+    )
+    chart(fig, key="xai_tradeoff", name="shortcut-tradeoff")
+    st.caption(
+        "Mean ± std over seeds. Raising λ moves the student's maps towards the teacher's; watch what happens to the "
+        "accuracies as the explanation term starts to outweigh the labels."
+    )
+
+# --------------------------------------------------------------------------- maps
+st.subheader("Grad-CAM maps on shifted test images")
+with guard("compute the Grad-CAM maps"):
+    teacher_id = xv.teacher_run(runs)
+    kd_id = xv.student_run(runs, "kd", seed)
+    scratch_id = xv.student_run(runs, "scratch", seed)
+    xai_id = xv.student_run(runs, "explanation_kd", seed, lam)
+    split = xv.shifted_split(ws, kd_id)
+    state.from_url("xai_pick", xv.IMAGE_CHOICES[0], valid=xv.IMAGE_CHOICES)
+    state.from_url("xai_n", 4, int, valid=range(1, 9))
+    state.from_url("xai_start", 0, int, valid=range(len(split.y)))
+    pick, n_images, start = xv.IMAGE_CHOICES[0], 4, 0
+    if not lesson:
+        cols = st.columns([2, 1, 1])
+        pick = cols[0].radio("Images", xv.IMAGE_CHOICES, key="xai_pick", horizontal=True)
+        n_images = int(cols[1].number_input("How many", 1, 8, key="xai_n"))
+        if pick == "by index":
+            start = int(cols[2].number_input("First image", 0, len(split.y) - 1, key="xai_start"))
+        state.to_url("xai_pick", "xai_n", *(("xai_start",) if pick == "by index" else ()))
+    if pick != "by index" and lam == 0:
+        st.info(
+            "At λ = 0 the explanation-guided student *is* the KD student: nothing to disagree on. "
+            "Showing images by index."
+        )
+        pick = "by index"
+    labels = split.y.numpy()
+    if pick == "by index":
+        indices = xv.pick_images(labels, labels, labels, n_images, pick, start)
+    else:
+        pool = xv.POOL
+        indices = xv.pick_images(
+            labels[:pool],
+            xv.shifted_predictions(ws, kd_id, kd_id, pool),
+            xv.shifted_predictions(ws, xai_id, kd_id, pool),
+            n_images,
+            pick,
+        )
+        if len(indices) == 0:
+            st.info(f"The KD and explanation-KD students (seed {seed}, λ = {lam:g}) agree on all first {pool} images.")
+            indices = xv.pick_images(labels, labels, labels, n_images, "by index", 0)
+    models = {"Teacher": teacher_id, "Scratch": scratch_id, "KD": kd_id}
+    if lam > 0:
+        models[f"Explanation-KD λ={lam:g}"] = xai_id
+    last = int(indices.max()) + 1
+    with st.spinner(f"Grad-CAM on {len(indices)} images × {len(models)} models…"):
+        maps = {name: xv.gradcam_maps(ws, rid, kd_id, indices) for name, rid in models.items()}
+        predictions = {name: xv.shifted_predictions(ws, rid, kd_id, last) for name, rid in models.items()}
+    class_names = [str(c) for c in ws.dataset(kd_id).class_names]
+    row_labels = [
+        f"#{i} {class_names[int(labels[i])]}"
+        + ("" if all(int(p[i]) == int(labels[i]) for p in predictions.values()) else " *")
+        for i in indices
+    ]
+    fig = attribution_grid(
+        split.x[indices],
+        maps,
+        row_labels,
+        None if split.masks is None else split.masks[indices],
+        signed=False,
+        title=f"Grad-CAM of the true class — explanation-KD λ = {lam:g}, seed {seed}",
+    )
+    chart(fig, key="xai_maps", name="shortcut-gradcam")
+    st.caption(
+        "Rows: shifted-test images (true class; * where some model is wrong). The black outline is the shape's "
+        "ground-truth mask; the cue is a small patch in a corner. Each column has its own colour scale."
+    )
+    table(
+        pd.DataFrame(
+            {
+                "image": indices,
+                "true class": [class_names[int(labels[i])] for i in indices],
+                **{f"{name} predicts": [class_names[int(p[i])] for i in indices] for name, p in predictions.items()},
+            }
+        ),
+        key="xai_predictions",
+        name="shortcut-predictions",
+    )
+
+# --------------------------------------------------------------------------- cards
+st.subheader("The methods")
+for column, name in zip(st.columns(len(xv.CARD_METHODS)), xv.CARD_METHODS):
+    with column, guard(f"show the card of {name}"):
+        card = method_card(name)
+        st.markdown(f"**{card['title']}** (`{name}`)")
+        st.caption(card["paper"])
+        st.markdown(card["claim"])
+        if not lesson:
+            with st.expander("Formula and hyperparameters"):
+                st.code(card["formula"], language=None, wrap_lines=True)
+                st.markdown(
+                    "\n".join(
+                        f"- `{k}` = {hp['default']:g}: {hp['description']}" for k, hp in card["hyperparameters"].items()
+                    )
+                )
+        st.caption(f"Needs: {method_class(name).requirements()}")
+
+# --------------------------------------------------------------------------- rerun
+st.subheader("Run it yourself")
+with guard("read the measured training times"):
+    seconds = xv.rerun_seconds(runs)
+    st.markdown(
+        "```\nkdviz experiment shortcut              # the configuration above, prints the table\n"
+        "kdviz experiment shortcut --preset tiny   # seconds; the numbers mean nothing at that size\n```\n"
+        f"Measured for the shipped runs: teacher {seconds['teacher']:.0f} s, students {seconds['students']:.0f} s "
+        f"({seconds['per_seed']:.0f} s per seed), **{seconds['total'] / 60:.1f} min** of training in all (plus the "
+        "Grad-CAM evaluation). Same config, same run: a second call reuses the stored runs."
+    )

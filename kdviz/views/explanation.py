@@ -1,0 +1,285 @@
+"""Explanation-guided KD page: the shipped shortcut experiment summarised, its λ trade-off, and Grad-CAM maps.
+
+The comparison comes from the shipped per-run table (`kdviz.samples.experiment_results("shortcut")`),
+so the page opens without training. Maps and predictions are computed on the students' shifted
+test split (the spurious cue drawn at random) and cached under run ids and sample indices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kdviz.analysis import attribute
+from kdviz.analysis.attributions import module_lock
+from kdviz.data.dataset import Split
+from kdviz.experiments.shortcut import METRICS, summarise_shortcut
+from kdviz.workspace import Workspace
+
+__all__ = [
+    "AGREEMENT_METRICS",
+    "BAR_METRICS",
+    "CARD_METHODS",
+    "EXPLANATION_ROLE",
+    "IMAGE_CHOICES",
+    "METRIC_LABELS",
+    "POOL",
+    "SHIFTED_SPLIT",
+    "TRADEOFF_METRICS",
+    "bar_data",
+    "comparison",
+    "comparison_table",
+    "gradcam_maps",
+    "lambda_options",
+    "model_label",
+    "pick_images",
+    "rerun_seconds",
+    "shifted_predictions",
+    "shifted_split",
+    "shipped_results",
+    "student_run",
+    "student_seeds",
+    "teacher_run",
+    "tradeoff_series",
+]
+
+#: Role name of explanation-guided students: `kdviz.plots.role_color(EXPLANATION_ROLE)` is their colour.
+EXPLANATION_ROLE = "explanation"
+#: Experiment method → role (colour) on this page.
+METHOD_ROLES = {"teacher": "teacher", "scratch": "scratch", "kd": "distilled", "explanation_kd": EXPLANATION_ROLE}
+BAR_METRICS = ("shifted_accuracy", "iid_accuracy")
+AGREEMENT_METRICS = ("gradcam_cosine", "pointing_game", "relevance_mass")
+TRADEOFF_METRICS = ("shifted_accuracy", "iid_accuracy", "gradcam_cosine")
+METRIC_LABELS = {
+    "shifted_accuracy": "shifted-test accuracy",
+    "iid_accuracy": "in-distribution accuracy",
+    "shortcut_gap": "accuracy gap (iid − shifted)",
+    "shifted_agreement": "top-1 agreement with teacher (shifted)",
+    "gradcam_cosine": "Grad-CAM cosine to teacher",
+    "gradcam_spearman": "Grad-CAM Spearman to teacher",
+    "relevance_mass": "relevance mass in shape",
+    "pointing_game": "pointing game",
+    "corner_mass": "relevance mass in cue corners",
+}
+#: How the images of the map grid are chosen.
+IMAGE_CHOICES = ("by index", "where KD and explanation-KD disagree")
+#: The explanation-guided methods whose cards the page shows.
+CARD_METHODS = ("explanation_kd", "gradient_matching_kd", "self_explanation_kd")
+SHIFTED_SPLIT = "test_shifted"
+#: Shifted-test images searched for disagreements (the experiment's Grad-CAM metrics use the first 300).
+POOL = 300
+_REQUIRED = ("role", "method", "lambda", "seed", "run_id", "teacher_id", *METRICS, "train_seconds")
+
+
+def shipped_results(ws: Workspace) -> tuple[str, pd.DataFrame] | None:
+    """(configuration text, per-run table) of the shipped shortcut experiment, or None when none ships."""
+    from kdviz.samples import experiment_results
+
+    return ws.cached(("xai_results",), lambda: experiment_results("shortcut"))
+
+
+def _check(runs: pd.DataFrame) -> None:
+    missing = [c for c in _REQUIRED if c not in runs.columns]
+    if missing:
+        raise ValueError(f"the results table lacks column(s) {', '.join(missing)}; expected run_shortcut()'s table")
+
+
+def model_label(method: str, lam: float) -> str:
+    """Display name of one arm of the experiment, e.g. ``Explanation-KD λ=3``."""
+    names = {"teacher": "Teacher", "scratch": "Scratch student", "kd": "KD student"}
+    if method in names:
+        return names[method]
+    if method == "explanation_kd":
+        return f"Explanation-KD λ={lam:g}"
+    raise ValueError(f"unknown experiment method {method!r}; valid: {', '.join(METHOD_ROLES)}")
+
+
+def comparison(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (method, λ) (`summarise_shortcut`), with ``model`` and ``role`` columns."""
+    _check(runs)
+    summary = summarise_shortcut(runs)
+    models = [model_label(m, lam) for m, lam in zip(summary["method"], summary["lambda"])]
+    return summary.assign(model=models, role=summary["method"].map(METHOD_ROLES).fillna(EXPLANATION_ROLE))
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def comparison_table(summary: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """`comparison`'s table for display: model, λ, runs, and ``mean ± std`` text per metric (std only over ≥2 runs)."""
+    unknown = [m for m in metrics if m not in METRIC_LABELS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRIC_LABELS)}")
+    table = pd.DataFrame(
+        {
+            "model": summary["model"],
+            "λ": ["" if pd.isna(lam) else f"{lam:g}" for lam in summary["lambda"]],
+            "runs": summary["n_runs"].astype(int),
+        }
+    )
+    for m in metrics:
+        table[METRIC_LABELS[m]] = [
+            _mean_std(float(a), float(s)) for a, s in zip(summary[f"{m}_mean"], summary[f"{m}_std"])
+        ]
+    return table
+
+
+def bar_data(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Long table for bar charts: one row per (model, metric) with ``role``, ``mean``, ``std`` (0 for a single run)."""
+    rows = [
+        {
+            "model": row["model"],
+            "role": row["role"],
+            "metric": m,
+            "mean": float(row[f"{m}_mean"]),
+            "std": 0.0 if pd.isna(row[f"{m}_std"]) else float(row[f"{m}_std"]),
+        }
+        for m in metrics
+        for _, row in summary.iterrows()
+    ]
+    return pd.DataFrame(rows, columns=["model", "role", "metric", "mean", "std"])
+
+
+def lambda_options(runs: pd.DataFrame) -> list[float]:
+    """The λ values of the sweep: 0 (plain KD) and then every explanation_kd λ, ascending."""
+    _check(runs)
+    sweep = sorted({float(lam) for lam in runs.loc[runs["method"] == "explanation_kd", "lambda"]})
+    return [0.0, *sweep]
+
+
+def tradeoff_series(summary: pd.DataFrame, metrics: Sequence[str] = TRADEOFF_METRICS) -> pd.DataFrame:
+    """Rows (lambda, metric, mean, std) of KD (λ = 0) and explanation_kd per λ, ascending λ."""
+    arms = summary[summary["method"].isin(["kd", "explanation_kd"])]
+    lams = [0.0 if method == "kd" else float(lam) for method, lam in zip(arms["method"], arms["lambda"])]
+    rows = [
+        {
+            "lambda": lam,
+            "metric": m,
+            "mean": float(row[f"{m}_mean"]),
+            "std": 0.0 if pd.isna(row[f"{m}_std"]) else float(row[f"{m}_std"]),
+        }
+        for m in metrics
+        for lam, (_, row) in zip(lams, arms.iterrows())
+    ]
+    frame = pd.DataFrame(rows, columns=["lambda", "metric", "mean", "std"])
+    return frame.sort_values(["metric", "lambda"], kind="stable").reset_index(drop=True)
+
+
+def student_seeds(runs: pd.DataFrame) -> list[int]:
+    """Seeds of the student runs, ascending."""
+    _check(runs)
+    return sorted({int(s) for s in runs.loc[runs["role"] == "student", "seed"]})
+
+
+def teacher_run(runs: pd.DataFrame) -> str:
+    """Run id of the experiment's teacher."""
+    _check(runs)
+    teachers = runs.loc[runs["role"] == "teacher", "run_id"]
+    if teachers.empty:
+        raise ValueError("the results table has no teacher row")
+    return str(teachers.iloc[0])
+
+
+def student_run(runs: pd.DataFrame, method: str, seed: int, lam: float | None = None) -> str:
+    """Run id of one student: ``scratch``, ``kd`` or ``explanation_kd`` at `lam` (λ = 0 means the kd run)."""
+    _check(runs)
+    if method == "explanation_kd" and lam == 0:
+        method = "kd"
+    if method not in ("scratch", "kd", "explanation_kd"):
+        raise ValueError(f"unknown student method {method!r}; valid: scratch, kd, explanation_kd")
+    rows = runs[(runs["method"] == method) & (runs["seed"] == seed)]
+    if method == "explanation_kd":
+        rows = rows[np.isclose(rows["lambda"].astype(float), float(lam if lam is not None else math.nan))]
+    if rows.empty:
+        valid_lams = ", ".join(f"{v:g}" for v in lambda_options(runs))
+        raise ValueError(
+            f"no {method} run with seed {seed}"
+            + ("" if method != "explanation_kd" else f" and λ={lam}")
+            + f"; seeds: {', '.join(map(str, student_seeds(runs)))}; λ: {valid_lams}"
+        )
+    return str(rows["run_id"].iloc[0])
+
+
+def rerun_seconds(runs: pd.DataFrame) -> dict[str, float]:
+    """Measured training time of the shipped runs: ``teacher``, ``students`` (all seeds), ``total``, ``per_seed``."""
+    _check(runs)
+    teacher = float(runs.loc[runs["role"] == "teacher", "train_seconds"].sum())
+    students = float(runs.loc[runs["role"] == "student", "train_seconds"].sum())
+    n_seeds = max(len(student_seeds(runs)), 1)
+    return {"teacher": teacher, "students": students, "total": teacher + students, "per_seed": students / n_seeds}
+
+
+def shifted_split(ws: Workspace, student_id: str) -> Split:
+    """The shifted test split (cue at random) of a student's dataset, with its foreground masks."""
+    data = ws.dataset(student_id)
+    if SHIFTED_SPLIT not in data.extra_splits:
+        raise ValueError(
+            f"run {student_id[:10]} was trained on {data.name} without a shifted test split; "
+            "the shortcut experiment's students use shapes with spurious > 0"
+        )
+    return data.split_extra(SHIFTED_SPLIT)
+
+
+def shifted_predictions(ws: Workspace, run_id: str, data_run_id: str, n: int = POOL) -> np.ndarray:
+    """Top-1 classes of `run_id` on the first `n` shifted-test images of `data_run_id`'s dataset (cached)."""
+    split = shifted_split(ws, data_run_id)
+    n = min(int(n), len(split.y))
+    if n < 1:
+        raise ValueError(f"the number of images must be positive, got {n}")
+
+    def make() -> np.ndarray:
+        model = ws.model(run_id)
+        with module_lock(model), torch.no_grad():
+            array = model(split.x[:n]).argmax(dim=1).numpy()
+        array.setflags(write=False)
+        return array
+
+    return ws.cached(("xai_predictions", run_id, data_run_id, n), make)
+
+
+def pick_images(
+    labels: np.ndarray, kd_pred: np.ndarray, xai_pred: np.ndarray, n: int, how: str = "by index", start: int = 0
+) -> np.ndarray:
+    """`n` image indices: consecutive from `start` ("by index"), or where the KD and explanation-KD students'
+    top-1 differ: first where only explanation-KD is right, then where only KD is right, then both wrong
+    (index order within each group; fewer than `n` when there are fewer disagreements)."""
+    if how not in IMAGE_CHOICES:
+        raise ValueError(f"unknown image choice {how!r}; valid choices: {', '.join(IMAGE_CHOICES)}")
+    if n < 1:
+        raise ValueError(f"the number of images must be positive, got {n}")
+    labels, kd_pred, xai_pred = (np.asarray(a) for a in (labels, kd_pred, xai_pred))
+    if not len(labels) == len(kd_pred) == len(xai_pred):
+        raise ValueError(f"labels and predictions differ in length: {len(labels)}, {len(kd_pred)}, {len(xai_pred)}")
+    if how == "by index":
+        if not 0 <= start < len(labels):
+            raise ValueError(f"start index {start} is out of range 0..{len(labels) - 1}")
+        return np.arange(start, min(start + n, len(labels)))
+    differ = np.flatnonzero(kd_pred != xai_pred)
+    group = np.where(xai_pred[differ] == labels[differ], 0, np.where(kd_pred[differ] == labels[differ], 1, 2))
+    return differ[np.argsort(group, kind="stable")][:n]
+
+
+def gradcam_maps(ws: Workspace, run_id: str, data_run_id: str, indices: Sequence[int]) -> np.ndarray:
+    """Grad-CAM maps (N×H×W, true class, captum via `attribute`) of `run_id` on shifted-test images `indices`."""
+    split = shifted_split(ws, data_run_id)
+    idx = tuple(int(i) for i in indices)
+    if not idx:
+        raise ValueError("pick at least one image")
+    bad = [i for i in idx if not 0 <= i < len(split.y)]
+    if bad:
+        raise ValueError(f"image index {bad[0]} is out of range 0..{len(split.y) - 1}")
+
+    def make() -> np.ndarray:
+        rows = list(idx)
+        array = attribute(ws.model(run_id), split.x[rows], split.y[rows], "grad_cam").numpy()
+        array.setflags(write=False)
+        return array
+
+    return ws.cached(("xai_gradcam", run_id, data_run_id, idx), make)

@@ -1,0 +1,156 @@
+"""Explanation-guided KD page computations, against hand computations on small result tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdviz.experiments.shortcut import METRICS
+from kdviz.views import explanation as xv
+
+
+def _runs() -> pd.DataFrame:
+    """teacher; scratch, kd and explanation_kd (λ = 1, 2) over seeds 0 and 1; metric m of a row = its `value`."""
+    plan = [("teacher", "teacher", math.nan, 0, 0.9, 60.0)]
+    values = {"scratch": (0.2, 0.4), "kd": (0.3, 0.5), 1.0: (0.6, 0.8), 2.0: (0.5, 0.5)}
+    for seed in (0, 1):
+        plan.append(("student", "scratch", math.nan, seed, values["scratch"][seed], 10.0))
+        plan.append(("student", "kd", 0.0, seed, values["kd"][seed], 20.0))
+        for lam in (2.0, 1.0):  # out of order on purpose
+            plan.append(("student", "explanation_kd", lam, seed, values[lam][seed], 30.0))
+    rows = []
+    for k, (role, method, lam, seed, value, seconds) in enumerate(plan):
+        rows.append(
+            {
+                "role": role,
+                "method": method,
+                "lambda": lam,
+                "seed": seed,
+                "run_id": f"run{k}",
+                "teacher_id": "run0",
+                **{m: value for m in METRICS},
+                "train_seconds": seconds,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_comparison_is_mean_and_sample_std_over_seeds() -> None:
+    summary = xv.comparison(_runs())
+    assert list(summary["model"]) == [
+        "Teacher",
+        "Scratch student",
+        "KD student",
+        "Explanation-KD λ=1",
+        "Explanation-KD λ=2",
+    ]
+    assert list(summary["role"]) == ["teacher", "scratch", "distilled", "explanation", "explanation"]
+    scratch = summary.iloc[1]
+    assert scratch["shifted_accuracy_mean"] == pytest.approx(0.3)
+    assert scratch["shifted_accuracy_std"] == pytest.approx(math.sqrt(((0.2 - 0.3) ** 2 + (0.4 - 0.3) ** 2) / 1))
+    assert summary.iloc[4]["iid_accuracy_std"] == pytest.approx(0.0)
+    assert list(summary["n_runs"]) == [1, 2, 2, 2, 2]
+
+
+def test_comparison_table_formats_mean_pm_std() -> None:
+    table = xv.comparison_table(xv.comparison(_runs()), ("shifted_accuracy", "gradcam_cosine"))
+    assert list(table.columns) == ["model", "λ", "runs", "shifted-test accuracy", "Grad-CAM cosine to teacher"]
+    assert table["shifted-test accuracy"].tolist() == [
+        "0.900",  # one teacher run: no std
+        "0.300 ± 0.141",
+        "0.400 ± 0.141",
+        "0.700 ± 0.141",
+        "0.500 ± 0.000",
+    ]
+    assert table["λ"].tolist() == ["", "", "0", "1", "2"]
+    with pytest.raises(ValueError, match="unknown metric 'accuracy'; valid metrics: shifted_accuracy"):
+        xv.comparison_table(xv.comparison(_runs()), ("accuracy",))
+
+
+def test_bad_tables_and_methods_are_named() -> None:
+    with pytest.raises(ValueError, match="lacks column\\(s\\) iid_accuracy"):
+        xv.comparison(_runs().drop(columns=["iid_accuracy"]))
+    with pytest.raises(ValueError, match="unknown experiment method 'fitnets'"):
+        xv.model_label("fitnets", 0.0)
+
+
+def test_bar_data_is_long_with_zero_std_for_single_runs() -> None:
+    bars = xv.bar_data(xv.comparison(_runs()), ("shifted_accuracy", "iid_accuracy"))
+    assert len(bars) == 10
+    teacher = bars[(bars["model"] == "Teacher") & (bars["metric"] == "iid_accuracy")].iloc[0]
+    assert (teacher["mean"], teacher["std"], teacher["role"]) == (pytest.approx(0.9), 0.0, "teacher")
+    kd = bars[(bars["model"] == "KD student") & (bars["metric"] == "shifted_accuracy")].iloc[0]
+    assert kd["mean"] == pytest.approx(0.4) and kd["std"] == pytest.approx(math.sqrt(0.02))
+
+
+def test_lambda_options_and_tradeoff_series() -> None:
+    runs = _runs()
+    assert xv.lambda_options(runs) == [0.0, 1.0, 2.0]
+    series = xv.tradeoff_series(xv.comparison(runs), ("shifted_accuracy",))
+    assert series["lambda"].tolist() == [0.0, 1.0, 2.0]
+    assert series["mean"].tolist() == pytest.approx([0.4, 0.7, 0.5])  # λ = 0 is the kd arm
+    assert series["std"].tolist() == pytest.approx([math.sqrt(0.02), math.sqrt(0.02), 0.0])
+
+
+def test_run_lookup_and_measured_times() -> None:
+    runs = _runs()
+    assert xv.teacher_run(runs) == "run0"
+    assert xv.student_seeds(runs) == [0, 1]
+    assert xv.student_run(runs, "kd", 1) == "run6"
+    assert xv.student_run(runs, "explanation_kd", 1, 0.0) == "run6"  # λ = 0 is plain KD
+    assert xv.student_run(runs, "explanation_kd", 0, 1.0) == "run4"
+    assert xv.student_run(runs, "scratch", 0) == "run1"
+    with pytest.raises(ValueError, match="no explanation_kd run with seed 0 and λ=5.*λ: 0, 1, 2"):
+        xv.student_run(runs, "explanation_kd", 0, 5.0)
+    with pytest.raises(ValueError, match="no kd run with seed 7; seeds: 0, 1"):
+        xv.student_run(runs, "kd", 7)
+    with pytest.raises(ValueError, match="unknown student method 'teacher'"):
+        xv.student_run(runs, "teacher", 0)
+    seconds = xv.rerun_seconds(runs)
+    assert seconds == {"teacher": 60.0, "students": 180.0, "total": 240.0, "per_seed": 90.0}  # 10+20+30+30 per seed
+
+
+def test_pick_images_orders_disagreements() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2, 0])
+    kd = np.array([0, 0, 2, 1, 1, 0, 2])
+    xai = np.array([0, 1, 1, 2, 1, 2, 0])
+    # differ at 1 (xai right), 2 (kd right), 3 (both wrong), 5 (xai right), 6 (xai right)
+    assert xv.pick_images(labels, kd, xai, 10, "where KD and explanation-KD disagree").tolist() == [1, 5, 6, 2, 3]
+    assert xv.pick_images(labels, kd, xai, 2, "where KD and explanation-KD disagree").tolist() == [1, 5]
+    assert xv.pick_images(labels, kd, kd, 3, "where KD and explanation-KD disagree").tolist() == []
+    assert xv.pick_images(labels, kd, xai, 3, "by index", 5).tolist() == [5, 6]
+    with pytest.raises(ValueError, match="unknown image choice 'random'; valid choices: by index"):
+        xv.pick_images(labels, kd, xai, 3, "random")
+    with pytest.raises(ValueError, match="start index 9 is out of range 0..6"):
+        xv.pick_images(labels, kd, xai, 3, "by index", 9)
+    with pytest.raises(ValueError, match="differ in length"):
+        xv.pick_images(labels, kd[:3], xai, 3)
+
+
+def test_shipped_results_maps_and_predictions(app_home) -> None:
+    import torch
+
+    from kdviz.store import RunStore
+    from kdviz.workspace import Workspace
+
+    ws = Workspace(RunStore(app_home))
+    description, runs = xv.shipped_results(ws)
+    assert "spurious" in description and set(runs["method"]) >= {"teacher", "scratch", "kd", "explanation_kd"}
+    student = xv.student_run(runs, "kd", xv.student_seeds(runs)[0])
+    split = xv.shifted_split(ws, student)
+    maps = xv.gradcam_maps(ws, student, student, [3, 1])
+    assert maps.shape == (2, *split.x.shape[2:]) and (maps >= 0).all()
+    assert xv.gradcam_maps(ws, student, student, [3, 1]) is maps  # cached under run ids and indices
+    predictions = xv.shifted_predictions(ws, student, student, 5)
+    with torch.no_grad():
+        expected = ws.model(student)(split.x[:5]).argmax(dim=1).numpy()
+    assert predictions.tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="image index 5000 is out of range"):
+        xv.gradcam_maps(ws, student, student, [5000])
+    teacher = xv.teacher_run(runs)
+    with pytest.raises(ValueError, match="without a shifted test split"):
+        xv.shifted_split(ws, next(r.id for r in ws.runs("digits")))
+    assert teacher in {r.id for r in ws.runs()}

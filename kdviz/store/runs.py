@@ -555,11 +555,13 @@ class RunStore:
             indexed = {row[0] for row in connection.execute("SELECT id FROM runs")}
         run_dirs = set()
         for entry in os.scandir(self.runs_dir):
-            if not entry.is_dir(follow_symlinks=False):
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                stale = entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > STALE_TMP_SECONDS
+            except FileNotFoundError:  # another writer renamed or removed it since the scan
                 continue
-            if entry.name.startswith(".trash-") or (
-                entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > STALE_TMP_SECONDS
-            ):
+            if entry.name.startswith(".trash-") or stale:
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif RUN_ID.fullmatch(entry.name):
                 run_dirs.add(entry.name)

@@ -135,7 +135,7 @@ def test_upload_own_data_good_and_bad(server: str, browser: object, tmp_path: Pa
     for path, expected in ((bad, "Could not use broken.csv"), (good, "Train a teacher on it below")):
         page.locator("input[type='file']").set_input_files(str(path))
         # the click must come after the file has reached the server
-        page.locator("[data-testid='stFileUploaderFileName']").filter(has_text=path.name).wait_for(timeout=30_000)
+        page.locator("[data-testid='stFileChipName']").filter(has_text=path.name).wait_for(timeout=30_000)
         page.get_by_label("Label column (CSV only)").fill("label")
         page.get_by_label("Label column (CSV only)").press("Enter")
         page.wait_for_selector(FINISHED)

@@ -47,3 +47,17 @@ def test_headline_numbers_come_from_the_runs(app_env):
     at.selectbox(key="dataset").set_value("moons").run()
     assert at.subheader[1].value == "The chosen pair on moons"
     assert at.dataframe[0].value.set_index("model").loc["Teacher", "accuracy"] != headline.loc["Teacher", "accuracy"]
+
+
+def test_sidebar_offers_only_students_on_the_teachers_own_data(app_env):
+    """The shortcut experiment's students share the shapes teacher but not its data: they are not offered."""
+    from kdviz.samples import read_manifest, sample_roles
+
+    at = app_page(PAGE).run()
+    shortcut = {run["id"] for run in read_manifest()["experiments"]["shortcut"]["runs"]} - {
+        sample_roles("shapes")["teacher"]
+    }
+    for role in ("scratch", "distilled", "self"):
+        options = set(at.selectbox(key=role).options)
+        assert not any(run_id[:6] in option for option in options for run_id in shortcut), role
+    assert any(sample_roles("shapes")["distilled"][:6] in o for o in at.selectbox(key="distilled").options)

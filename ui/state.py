@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from kdviz.store import JobRegistry, RunStore
-from kdviz.workspace import Selection, Workspace, run_label
+from kdviz.workspace import Selection, Workspace, run_label, run_role
 
 T = TypeVar("T")
 SELECTION_KEY = "_kdviz_selection"
@@ -106,14 +106,13 @@ def sidebar() -> Selection | None:
             roles = dict(default.roles)
         else:
             roles["teacher"] = _run_picker("Teacher", "teacher", teachers, default.teacher, labels, False)
-            others = [r.id for r in runs if r.id != roles["teacher"]]
-            scratch = [
-                rid
-                for rid in others
-                if ws.record(rid).config.get("method") == "ce" and not ws.record(rid).config.get("teacher")
-            ]
-            distilled = [r.id for r in ws.students_of(roles["teacher"])]
-            self_runs = [rid for rid in others if rid not in scratch and rid not in distilled]
+            # only runs on exactly the teacher's data are comparable sample by sample
+            spec = ws.record(roles["teacher"]).config["dataset"]
+            comparable = [r for r in runs if r.id != roles["teacher"] and r.config["dataset"] == spec]
+            taught = {r.id for r in ws.students_of(roles["teacher"])}
+            scratch = [r.id for r in comparable if run_role(r) == "scratch"]
+            distilled = [r.id for r in comparable if r.id in taught]
+            self_runs = [r.id for r in comparable if run_role(r) == "self"]
             for role, options in (("scratch", scratch), ("distilled", distilled), ("self", self_runs)):
                 picked = _run_picker(ROLE_TITLES[role], role, options, default.roles.get(role), labels, True)
                 if picked is not None:

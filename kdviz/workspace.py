@@ -165,7 +165,8 @@ class Workspace:
             if not teachers:
                 return None
             roles = {"teacher": teachers[0].id}
-            for record in self.students_of(teachers[0].id)[:1]:
+            spec = teachers[0].config["dataset"]
+            for record in [r for r in self.students_of(teachers[0].id) if r.config["dataset"] == spec][:1]:
                 roles["distilled"] = record.id
         return Selection(self.record(roles["teacher"]).config["dataset"], roles)
 

@@ -1,10 +1,12 @@
-"""Explanation-guided KD: can a teacher's explanations keep a student off a shortcut? (the shipped experiment)"""
+"""Explanation-guided KD: can a teacher's explanations keep a student off a shortcut? (shipped or run here)"""
+
+import time
 
 import pandas as pd
 import streamlit as st
 
 from kdviz.distill.registry import method_class
-from kdviz.experiments.shortcut import METRICS
+from kdviz.experiments.shortcut import METRICS, PRESETS, describe
 from kdviz.plots import attribution_grid, role_color
 from kdviz.plots.explanation_extra import metric_bars, tradeoff_lines
 from kdviz.views import explanation as xv
@@ -25,21 +27,150 @@ st.markdown(
 
 ws = state.workspace()
 lesson = state.lesson_mode()
+registry = state.jobs()
+me = state.owner()
 shipped = xv.shipped_results(ws)
-if shipped is None:
+
+
+def your_run(preset: str) -> str:
+    return f"your run ({preset})"
+
+
+def start_run(preset: str) -> None:
+    """Button callback: start polling (and submitting) the runs of `preset`."""
+    st.session_state["xai_running"] = preset
+    st.session_state["xai_started"] = None
+    st.session_state.pop("xai_note", None)
+
+
+def cancel_run(preset: str) -> None:
+    """Button callback: stop watching the preset's unfinished jobs (stored runs are kept)."""
+    stopped = xv.cancel_shortcut(registry, ws, preset, me)
+    st.session_state.pop("xai_running", None)
+    st.session_state["xai_note"] = (
+        "info",
+        f"Cancelled the {preset} run ({stopped} unfinished job(s) let go; a job others also watch goes on for them). "
+        "Runs already finished stay stored: pressing Run again picks up where it stopped.",
+    )
+
+
+def finish_run(preset: str, progress: dict) -> None:
+    """All runs of `preset` are stored: offer (and pick) its results, then rerun the whole page."""
+    done_at_start, started = st.session_state.get("xai_started") or (0, time.monotonic())
+    finished = st.session_state.setdefault("xai_finished", [])
+    if preset not in finished:
+        finished.append(preset)
+    st.session_state["xai_source_pending"] = your_run(preset)
+    if done_at_start == progress["total"]:
+        what = f"All {progress['total']} runs of the {preset} preset were already stored, so nothing was trained"
+        if preset == "default":
+            what += " (the default preset's runs are the shipped sample runs)"
+    else:
+        what = f"Trained {progress['total'] - done_at_start} run(s) in {time.monotonic() - started:.0f} s"
+    st.session_state["xai_note"] = (
+        "success",
+        f"{what}. The page now shows **{your_run(preset)}**; switch with *Results from* at the top.",
+    )
+    st.session_state.pop("xai_running", None)
+
+
+@st.fragment(run_every=1.0 if st.session_state.get("xai_running") else None)
+def run_progress() -> None:
+    """Submit what can start and show the progress, every second while a run is on; never blocks the page."""
+    preset = st.session_state.get("xai_running")
+    if preset is None:
+        kind, note = st.session_state.get("xai_note", (None, None))
+        if note:
+            {"success": st.success, "info": st.info, "error": st.error}[kind](note)
+        return
+    with guard(f"run the {preset} shortcut experiment"):
+        progress = xv.shortcut_progress(registry, ws, preset)
+        if st.session_state.get("xai_started") is None:
+            st.session_state["xai_started"] = (progress["done"], time.monotonic())
+        if progress["errors"]:
+            st.session_state.pop("xai_running", None)
+            st.session_state["xai_note"] = ("error", "A run failed: " + "; ".join(progress["errors"]))
+            st.rerun(scope="app")
+        if not progress["complete"]:
+            xv.submit_shortcut(registry, ws, preset, me)
+            progress = xv.shortcut_progress(registry, ws, preset)
+        if progress["complete"]:
+            finish_run(preset, progress)
+            st.rerun(scope="app")
+        st.progress(progress["done"] / progress["total"], text=f"{progress['done']} of {progress['total']} runs stored")
+        lines = []
+        for run in progress["runs"][:6]:
+            state_text = run["state"]
+            if state_text == "waiting":
+                state_text = "waits for the queue" if run["label"] == "teacher" else "waits for the teacher"
+            epochs = f", epoch {run['epoch']}/{run['epochs']}" if run["state"] == "running" else ""
+            lines.append(f"- {run['label']}, seed {run['seed']}: {state_text}{epochs}")
+        more = len(progress["runs"]) - 6
+        st.markdown("\n".join(lines) + (f"\n- … and {more} more" if more > 0 else ""))
+        waiting = sum(1 for job in registry.active() if job.state == "queued")
+        st.caption(f"{len(registry.active())} active job(s) on this server, {waiting} waiting (shared by everyone).")
+        st.button("Cancel", key="xai_cancel", on_click=cancel_run, args=(preset,))
+
+
+def run_here() -> None:
+    """The "Run it here" section: preset, Run button, progress (hidden in lesson mode)."""
+    st.subheader("Run it here")
+    st.markdown(
+        "Train the experiment in this server's shared job queue: the teacher first, then every student (scratch, "
+        "KD and explanation-KD at each λ, per seed), one job per run. Same configuration, same run: runs someone "
+        "already trained on this server are reused at once, and you may leave the page while it trains."
+    )
+    presets = list(xv.PRESET_LABELS)
+    state.from_url("xai_preset", presets[0], valid=presets)
+    running = st.session_state.get("xai_running")
+    preset = st.radio(
+        "Preset", presets, key="xai_preset", format_func=xv.PRESET_LABELS.get, disabled=running is not None
+    )
+    state.to_url("xai_preset")
+    st.caption(describe(PRESETS[preset]))
+    with guard("check which runs are stored"):
+        if xv.shortcut_progress(registry, ws, preset)["complete"]:
+            st.caption(
+                f"Every run of the {preset} preset is already stored on this server"
+                + (" (they are the shipped sample runs)" if preset == "default" else "")
+                + ": Run shows its results at once."
+            )
+    st.button("Run", key="xai_run", type="primary", on_click=start_run, args=(preset,), disabled=running is not None)
+    run_progress()
+
+
+pending = st.session_state.pop("xai_source_pending", None)
+sources = (["shipped"] if shipped is not None else []) + [your_run(p) for p in st.session_state.get("xai_finished", [])]
+if pending in sources:
+    st.session_state["xai_source"] = pending
+source = sources[0] if sources else None
+if len(sources) > 1 and not lesson:
+    state.from_url("xai_source", sources[0], valid=sources)
+    source = st.radio("Results from", sources, key="xai_source", horizontal=True)
+description, runs = shipped if shipped is not None else (None, None)
+if source is not None and source != "shipped":
+    preset = source.removeprefix("your run (").removesuffix(")")
+    with st.spinner(f"Measuring the {preset} runs (Grad-CAM and accuracies)…"), guard(f"read the {preset} results"):
+        description, runs = describe(PRESETS[preset]), xv.results_for(ws, preset)
+    if runs is None:
+        st.info(f"Some runs of the {preset} preset are no longer stored on this server: showing the shipped results.")
+        description, runs = shipped if shipped is not None else (None, None)
+if runs is None:
     st.info(
         "The shortcut experiment's results are not shipped with this installation (no `experiments.shortcut` in "
-        "`sample_models/manifest.json`). Run `kdviz experiment shortcut` (or `kdviz build-samples`) to produce them."
+        "`sample_models/manifest.json`)"
+        + (": run `kdviz experiment shortcut`." if lesson else ". Run it below, or with `kdviz experiment shortcut`.")
     )
+    if not lesson:
+        run_here()
     st.stop()
-description, runs = shipped
 XAI_COLOR = role_color(xv.EXPLANATION_ROLE)
 st.caption(
     f"Colours: teacher, scratch student and KD student in their usual colours; explanation-guided students in "
     f"<span style='color:{XAI_COLOR}'>■</span> (λ told apart by bar pattern).",
     unsafe_allow_html=True,
 )
-with st.expander("Configuration of the shipped results", expanded=False):
+with st.expander(f"Configuration of these results ({source or 'shipped'})", expanded=False):
     st.markdown(description)
 
 # --------------------------------------------------------------------------- comparison
@@ -208,7 +339,10 @@ with guard("read the measured training times"):
     st.markdown(
         "```\nkdviz experiment shortcut              # the configuration above, prints the table\n"
         "kdviz experiment shortcut --preset tiny   # seconds; the numbers mean nothing at that size\n```\n"
-        f"Measured for the shipped runs: teacher {seconds['teacher']:.0f} s, students {seconds['students']:.0f} s "
+        f"Measured for these runs ({source}): teacher {seconds['teacher']:.0f} s, students {seconds['students']:.0f} s "
         f"({seconds['per_seed']:.0f} s per seed), **{seconds['total'] / 60:.1f} min** of training in all (plus the "
         "Grad-CAM evaluation). Same config, same run: a second call reuses the stored runs."
     )
+
+if not lesson:
+    run_here()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from conftest import app_page
 from streamlit.testing.v1 import AppTest
@@ -76,3 +77,46 @@ def test_lesson_mode_hides_advanced_controls(app_env) -> None:
     assert "xai_seed" not in {box.key for box in at.selectbox}
     assert "xai_pick" not in {radio.key for radio in at.radio}
     assert titled(at, "Grad-CAM of the true class — explanation-KD λ = 1, seed 0")
+
+
+def test_run_section_trains_the_tiny_preset_and_offers_its_results(app_env) -> None:
+    at = app_page(PAGE).run()
+    ok(at)
+    assert at.radio(key="xai_preset").value == "tiny"
+    assert "xai_source" not in {r.key for r in at.radio}  # only shipped results so far: no choice
+    at.button(key="xai_run").click().run()
+    ok(at)
+    deadline = time.monotonic() + 120
+    while "xai_source" not in {r.key for r in at.radio} and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    ok(at)
+    source = at.radio(key="xai_source")
+    assert list(source.options) == ["shipped", "your run (tiny)"] and source.value == "your run (tiny)"
+    note = " ".join(s.value for s in at.success)
+    assert "your run (tiny)" in note and ("Trained" in note or "already stored" in note)
+    tradeoff = titled(at, "KD (λ = 0) and explanation-KD against λ")
+    assert tradeoff["layout"]["xaxis"]["ticktext"] == ["0 (plain KD)", "1"]  # the tiny preset's sweep
+    comparison = at.dataframe[0].value
+    assert comparison["runs"].tolist() == [1, 2, 2, 2]  # teacher; scratch, kd, explanation-KD λ=1 over 2 seeds
+    assert titled(at, "Grad-CAM of the true class — explanation-KD λ = 1, seed 0")
+    source.set_value("shipped").run()
+    ok(at)
+    assert titled(at, "KD (λ = 0) and explanation-KD against λ")["layout"]["xaxis"]["ticktext"][-1] == "10"
+
+
+def test_default_preset_from_the_url_is_already_stored(app_env) -> None:
+    at = app_page(PAGE, xai_preset="default").run()
+    ok(at)
+    assert at.radio(key="xai_preset").value == "default"
+    assert at.query_params["xai_preset"] == "default"
+    assert any("they are the shipped sample runs" in c.value for c in at.caption)
+    at.radio(key="xai_preset").set_value("tiny").run()
+    assert at.query_params["xai_preset"] == "tiny"
+
+
+def test_lesson_mode_hides_the_run_section(app_env) -> None:
+    at = app_page(PAGE, lesson="1").run()
+    ok(at)
+    assert "xai_run" not in {b.key for b in at.button}
+    assert "Run it here" not in [h.value for h in at.subheader]

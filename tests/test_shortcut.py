@@ -1,5 +1,6 @@
 """The shortcut experiment: rows and stored runs on the tiny config, the teacher used on the students' data, tables."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -149,3 +150,42 @@ def test_kdviz_experiment_shortcut_dispatches(tmp_path, capsys):
 
     assert kdviz_main(["--home", str(tmp_path), "experiment", "shortcut", "--preset", "tiny"]) == 0
     assert "explanation_kd" in capsys.readouterr().out
+
+
+def test_configs_hash_to_the_shipped_run_ids():
+    """The default preset's configs are exactly the shipped runs (so running it on a store with the samples is free)."""
+    from kdviz.experiments.shortcut import SHORTCUT_DEFAULTS, run_id, shortcut_configs
+    from kdviz.samples import read_manifest
+
+    shipped = read_manifest()["experiments"]["shortcut"]["runs"]
+    (teacher,) = shortcut_configs(SHORTCUT_DEFAULTS, None)
+    assert (teacher.role, teacher.method, teacher.seed) == ("teacher", "teacher", 0)
+    teacher_id = run_id(teacher.config)
+    students = shortcut_configs(SHORTCUT_DEFAULTS, teacher_id)
+    assert len(students) == 3 * 5  # 3 seeds × (scratch, kd, explanation_kd at λ = 1, 3, 10)
+    assert [(s.method, s.seed) for s in students[:5]] == [("scratch", 0), ("kd", 0), *[("explanation_kd", 0)] * 3]
+    assert [s.lam for s in students[2:5]] == [1.0, 3.0, 10.0] and students[1].lam == 0.0
+    assert students[4].label == "explanation_kd λ=10" and students[0].label == "scratch"
+    ours = [(teacher.method, teacher.seed, teacher_id)] + [(s.method, s.seed, run_id(s.config)) for s in students]
+    assert sorted(ours) == sorted((r["method"], r["seed"], r["id"]) for r in shipped)
+
+
+def test_configs_name_the_teacher_only_for_distilled_students():
+    from kdviz.experiments.shortcut import shortcut_configs
+
+    students = shortcut_configs(SHORTCUT_TINY, "abc123")
+    assert [s.config.teacher for s in students[:3]] == [None, "abc123", "abc123"]
+    assert students[2].config.hparams["weight"] == 1.0
+    with pytest.raises(ValueError, match="seeds is empty"):
+        shortcut_configs(dataclasses.replace(SHORTCUT_TINY, seeds=()), None)
+
+
+def test_results_from_the_store_equal_the_runs_table(tiny_runs, home, tmp_path):
+    from kdviz.experiments.shortcut import shortcut_results
+
+    again = shortcut_results(RunStore(home), SHORTCUT_TINY, device="cpu")
+    assert again is not None
+    assert list(again.columns) == list(tiny_runs.columns)
+    pd.testing.assert_frame_equal(again, tiny_runs, atol=1e-4)  # reloaded vs freshly trained: float rounding
+    assert shortcut_results(RunStore(tmp_path), SHORTCUT_TINY) is None  # nothing stored
+    assert shortcut_results(RunStore(home), dataclasses.replace(SHORTCUT_TINY, seeds=(5,))) is None  # students missing

@@ -154,3 +154,100 @@ def test_shipped_results_maps_and_predictions(app_home) -> None:
     with pytest.raises(ValueError, match="without a shifted test split"):
         xv.shifted_split(ws, next(r.id for r in ws.runs("digits")))
     assert teacher in {r.id for r in ws.runs()}
+
+
+def test_unknown_preset_is_named(tmp_path) -> None:
+    from kdviz.store import RunStore
+    from kdviz.workspace import Workspace
+
+    with pytest.raises(ValueError, match="unknown shortcut preset 'huge'; valid presets: default, tiny"):
+        xv.shortcut_plan(Workspace(RunStore(tmp_path)), "huge")
+
+
+def test_default_preset_is_the_shipped_runs_and_complete_at_once(app_home) -> None:
+    """On a store with the samples, "running" the default preset queues nothing: every run is already stored."""
+    from kdviz.samples import read_manifest
+    from kdviz.store import JobRegistry, RunStore
+    from kdviz.workspace import Workspace
+
+    store = RunStore(app_home)
+    ws = Workspace(store)
+    shipped = {r["id"] for r in read_manifest()["experiments"]["shortcut"]["runs"]}
+    assert {rid for _, rid in xv.shortcut_plan(ws, "default")} == shipped
+    with JobRegistry(store) as registry:
+        jobs = xv.submit_shortcut(registry, ws, "default", "me")
+        assert len(jobs) == len(shipped) and all(job.state == "done" for job in jobs)
+        progress = xv.shortcut_progress(registry, ws, "default")
+        assert progress == {"total": 16, "done": 16, "complete": True, "runs": [], "errors": [], "active": 0}
+        assert registry.active() == []
+    assert xv.results_for(ws, "default") is xv.shipped_results(ws)[1]  # the same runs: no re-measuring
+
+
+@pytest.mark.slow
+def test_submit_progress_and_results_with_a_real_queue(tmp_path) -> None:
+    """Teacher first, students once it is stored; progress counts stored runs; the results equal run_shortcut's."""
+    import dataclasses
+
+    from kdviz.experiments.shortcut import SHORTCUT_TINY, shortcut_results
+    from kdviz.store import JobRegistry, RunStore
+    from kdviz.workspace import Workspace
+
+    config = dataclasses.replace(SHORTCUT_TINY, seeds=(0,))  # teacher + scratch, kd, explanation_kd λ=1
+    store = RunStore(tmp_path)
+    ws = Workspace(store)
+    with JobRegistry(store) as registry:
+        progress = xv.shortcut_progress(registry, ws, config)
+        assert (progress["total"], progress["done"], progress["complete"]) == (4, 0, False)
+        assert [r["state"] for r in progress["runs"]] == ["waiting"] * 4
+        assert xv.results_for(ws, config) is None
+        (teacher,) = xv.submit_shortcut(registry, ws, config, "me")
+        assert xv.submit_shortcut(registry, ws, config, "other")[0] is teacher  # one job per run id
+        assert teacher.owners == ("me", "other")
+        progress = xv.shortcut_progress(registry, ws, config)
+        assert progress["runs"][0]["label"] == "teacher" and progress["runs"][0]["state"] in ("queued", "running")
+        assert progress["active"] == 1 and progress["runs"][1]["state"] == "waiting"
+        assert teacher.wait(60) and teacher.state == "done"
+        assert xv.shortcut_progress(registry, ws, config)["done"] == 1
+        jobs = xv.submit_shortcut(registry, ws, config, "me")
+        assert jobs[0] is teacher and len(jobs) == 4
+        assert [job.config.method for job in jobs[1:]] == ["ce", "kd", "explanation_kd"]
+        assert all(job.wait(60) for job in jobs)
+        progress = xv.shortcut_progress(registry, ws, config)
+        assert (progress["done"], progress["complete"], progress["errors"]) == (4, True, [])
+        assert xv.cancel_shortcut(registry, ws, config, "me") == 0  # nothing left to stop
+    results = xv.results_for(ws, config)
+    assert results is not None and xv.results_for(ws, config) is results  # cached
+    assert results["run_id"].tolist() == [rid for _, rid in xv.shortcut_plan(ws, config)]
+    assert results["method"].tolist() == ["teacher", "scratch", "kd", "explanation_kd"]
+    pd.testing.assert_frame_equal(results, shortcut_results(store, config))
+    assert xv.comparison(results)["model"].tolist()[-1] == "Explanation-KD λ=1"  # the page's tables accept it
+
+
+def test_failed_run_is_reported_and_cancel_stops_queued_jobs(tmp_path) -> None:
+    import dataclasses
+    import threading
+
+    from kdviz.experiments.shortcut import SHORTCUT_TINY
+    from kdviz.store import JobRegistry, RunStore
+    from kdviz.workspace import Workspace
+
+    config = dataclasses.replace(SHORTCUT_TINY, seeds=(0,))
+    store = RunStore(tmp_path)
+    ws = Workspace(store)
+    gate = threading.Event()
+
+    def failing(train_config, store, progress, cancel):
+        gate.wait(10)
+        raise ValueError("out of memory on purpose")
+
+    with JobRegistry(store, runner=failing) as registry:
+        (teacher,) = xv.submit_shortcut(registry, ws, config, "me")
+        assert xv.cancel_shortcut(registry, ws, config, "me") == 1
+        assert teacher.state == "cancelled" or teacher.cancel_requested
+        gate.set()
+        teacher.wait(10)
+        (teacher,) = xv.submit_shortcut(registry, ws, config, "me")
+        assert teacher.wait(10) and teacher.state == "failed"
+        progress = xv.shortcut_progress(registry, ws, config)
+        assert progress["errors"] == ["teacher (seed 0): out of memory on purpose"]
+        assert progress["active"] == 0 and not progress["complete"]

@@ -35,13 +35,14 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.data.shapes import IMAGE_SIZE, cue_corner
-from kdviz.distill.trainer import Run, TrainConfig, summarize, train
+from kdviz.distill.trainer import Run, TrainConfig, load_run, summarize, train
 
 __all__ = [
     "METRICS",
     "SHORTCUT_DEFAULTS",
     "SHORTCUT_TINY",
     "ShortcutConfig",
+    "ShortcutRun",
     "add_arguments",
     "corner_mask",
     "corner_mass",
@@ -49,7 +50,10 @@ __all__ = [
     "format_shortcut_table",
     "main",
     "run_command",
+    "run_id",
     "run_shortcut",
+    "shortcut_configs",
+    "shortcut_results",
     "summarise_shortcut",
 ]
 
@@ -237,23 +241,108 @@ def _attribution_metrics(
     return metrics
 
 
-def _row(
-    role: str, method: str, lam: float, seed: int, run: Run, summary: dict[str, Any], teacher_id: str
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ShortcutRun:
+    """One run of the experiment: role (teacher / student), method, λ (NaN for teacher and scratch), seed, config."""
+
+    role: str
+    method: str
+    lam: float
+    seed: int
+    config: TrainConfig
+
+    @property
+    def label(self) -> str:
+        """Short display name, e.g. ``explanation_kd λ=3`` or ``scratch``."""
+        return self.method if math.isnan(self.lam) else f"{self.method} λ={self.lam:g}"
+
+
+def shortcut_configs(config: ShortcutConfig, teacher_id: str | None) -> list[ShortcutRun]:
+    """The teacher's run when `teacher_id` is None, else every student's (per seed: scratch, kd, explanation_kd per λ).
+
+    Students distil from the stored teacher run `teacher_id` (`run_id` of the teacher's config).
+    """
+    config.validate()
+    if teacher_id is None:
+        return [ShortcutRun("teacher", "teacher", math.nan, 0, config.teacher_config())]
+    return [
+        ShortcutRun("student", method, lam, seed, config.student_config(method, seed, teacher_id, lam))
+        for seed in config.seeds
+        for method, lam in config.student_plan()
+    ]
+
+
+def run_id(config: TrainConfig) -> str:
+    """The store id `train` gives `config` (the hash of its resolved form), without training."""
+    from kdviz.store import config_hash
+
+    return config_hash(config.resolved(get_dataset(config.dataset)))
+
+
+class _Evaluation:
+    """The shifted-test images, masks and teacher maps every row of one experiment is measured on."""
+
+    def __init__(self, config: ShortcutConfig, teacher: Run) -> None:
+        self.data = get_dataset(config.dataset_spec(config.spurious))
+        shifted = self.data.split_extra("test_shifted")
+        n = config.eval_samples
+        self.x, self.y, self.masks = shifted.x[:n], shifted.y[:n], shifted.masks[:n]
+        self.corners = corner_mask(self.x.shape[-1])
+        self.teacher = teacher
+        self.teacher_maps = _grad_cam(teacher.model, self.x, self.y)
+
+    def teacher_row(self, plan: ShortcutRun) -> dict[str, Any]:
+        """The teacher's row, evaluated on the students' test splits (its own maps agree with themselves)."""
+        summary = summarize(self.teacher.model, self.data)
+        return {
+            **_row(plan, self.teacher, summary, self.teacher.id),
+            **_attribution_metrics(self.teacher_maps, None, self.masks, self.corners),
+            "gradcam_cosine": 1.0,
+            "gradcam_spearman": 1.0,
+        }
+
+    def student_row(self, plan: ShortcutRun, run: Run) -> dict[str, Any]:
+        """One student's row: its stored summary and its Grad-CAM maps against the teacher's."""
+        maps = _grad_cam(run.model, self.x, self.y)
+        return {
+            **_row(plan, run, run.summary, self.teacher.id),
+            **_attribution_metrics(maps, self.teacher_maps, self.masks, self.corners),
+        }
+
+
+def _row(plan: ShortcutRun, run: Run, summary: dict[str, Any], teacher_id: str) -> dict[str, Any]:
     shifted, iid = summary["test_shifted_accuracy"], summary["test_iid_accuracy"]
     return {
-        "role": role,
-        "method": method,
-        "lambda": lam,
-        "seed": seed,
+        "role": plan.role,
+        "method": plan.method,
+        "lambda": plan.lam,
+        "seed": plan.seed,
         "run_id": run.id,
         "teacher_id": teacher_id,
         "shifted_accuracy": shifted,
         "iid_accuracy": iid,
         "shortcut_gap": iid - shifted,
-        "shifted_agreement": summary.get("test_shifted_agreement", 1.0 if role == "teacher" else math.nan),
+        "shifted_agreement": summary.get("test_shifted_agreement", 1.0 if plan.role == "teacher" else math.nan),
         "train_seconds": run.summary.get("train_seconds", math.nan),
     }
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["role", "method", "lambda", "seed", "run_id", "teacher_id", *METRICS, "train_seconds"]
+    return pd.DataFrame(rows)[columns]
+
+
+def _override(
+    config: ShortcutConfig, seeds: Sequence[int] | None, lambdas: Sequence[float] | None, epochs: int | None
+) -> ShortcutConfig:
+    if seeds is not None:
+        config = dataclasses.replace(config, seeds=tuple(seeds))
+    if lambdas is not None:
+        config = dataclasses.replace(config, lambdas=tuple(lambdas))
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    config.validate()
+    return config
 
 
 def run_shortcut(
@@ -273,47 +362,40 @@ def run_shortcut(
     and explanation_kd per λ. Columns: role, method, lambda, seed, run_id, teacher_id, `METRICS`,
     train_seconds (of the stored run).
     """
-    if seeds is not None:
-        config = dataclasses.replace(config, seeds=tuple(seeds))
-    if lambdas is not None:
-        config = dataclasses.replace(config, lambdas=tuple(lambdas))
-    if epochs is not None:
-        config = dataclasses.replace(config, epochs=epochs)
-    config.validate()
+    config = _override(config, seeds, lambdas, epochs)
     say = progress or (lambda _message: None)
 
     say(f"teacher {config.teacher} on the cue-free data ({config.teacher_epochs} epochs)")
-    teacher_run = train(config.teacher_config(), store=store, device=device)
-    data = get_dataset(config.dataset_spec(config.spurious))
-    shifted = data.split_extra("test_shifted")
-    n = config.eval_samples
-    x, y, masks = shifted.x[:n], shifted.y[:n], shifted.masks[:n]
-    corners = corner_mask(x.shape[-1])
+    (teacher_plan,) = shortcut_configs(config, None)
+    teacher_run = train(teacher_plan.config, store=store, device=device)
+    evaluation = _Evaluation(config, teacher_run)
+    rows = [evaluation.teacher_row(teacher_plan)]
+    for plan in shortcut_configs(config, teacher_run.id):
+        say(f"seed {plan.seed}: {plan.label}")
+        run = train(plan.config, store=store, device=device)
+        rows.append(evaluation.student_row(plan, run))
+    return _table(rows)
 
-    teacher_maps = _grad_cam(teacher_run.model, x, y)
-    teacher_summary = summarize(teacher_run.model, data)
-    rows = [
-        {
-            **_row("teacher", "teacher", math.nan, 0, teacher_run, teacher_summary, teacher_run.id),
-            **_attribution_metrics(teacher_maps, None, masks, corners),
-            "gradcam_cosine": 1.0,
-            "gradcam_spearman": 1.0,
-        }
-    ]
-    for seed in config.seeds:
-        for method, lam in config.student_plan():
-            label = method if math.isnan(lam) else f"{method} λ={lam:g}"
-            say(f"seed {seed}: {label}")
-            run = train(config.student_config(method, seed, teacher_run.id, lam), store=store, device=device)
-            maps = _grad_cam(run.model, x, y)
-            rows.append(
-                {
-                    **_row("student", method, lam, seed, run, run.summary, teacher_run.id),
-                    **_attribution_metrics(maps, teacher_maps, masks, corners),
-                }
-            )
-    columns = ["role", "method", "lambda", "seed", "run_id", "teacher_id", *METRICS, "train_seconds"]
-    return pd.DataFrame(rows)[columns]
+
+def shortcut_results(
+    store: Any, config: ShortcutConfig = SHORTCUT_DEFAULTS, *, device: torch.device | str | None = None
+) -> pd.DataFrame | None:
+    """`run_shortcut`'s table from runs already in `store`, or None when any run is missing (nothing is trained)."""
+    config.validate()
+    (teacher_plan,) = shortcut_configs(config, None)
+    teacher_id = run_id(teacher_plan.config)
+    if store.get(teacher_id) is None:
+        return None
+    students = shortcut_configs(config, teacher_id)
+    ids = [run_id(plan.config) for plan in students]
+    if any(store.get(rid) is None for rid in ids):
+        return None
+    data = get_dataset(config.dataset_spec(config.spurious))
+    evaluation = _Evaluation(config, load_run(store, teacher_id, dataset=data, device=device))
+    rows = [evaluation.teacher_row(teacher_plan)]
+    for plan, rid in zip(students, ids):
+        rows.append(evaluation.student_row(plan, load_run(store, rid, dataset=data, device=device)))
+    return _table(rows)
 
 
 def summarise_shortcut(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,17 @@
 """Explanation-guided KD page: the shipped shortcut experiment summarised, its λ trade-off, and Grad-CAM maps.
 
 The comparison comes from the shipped per-run table (`kdviz.samples.experiment_results("shortcut")`),
-so the page opens without training. Maps and predictions are computed on the students' shifted
-test split (the spurious cue drawn at random) and cached under run ids and sample indices.
+so the page opens without training, or from a run of a preset in the app's shared job queue
+(`submit_shortcut`, polled with `shortcut_progress`, read with `results_for`). Maps and predictions
+are computed on the students' shifted test split (the spurious cue drawn at random) and cached
+under run ids and sample indices.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +20,17 @@ import torch
 from kdviz.analysis import attribute
 from kdviz.analysis.attributions import module_lock
 from kdviz.data.dataset import Split
-from kdviz.experiments.shortcut import METRICS, summarise_shortcut
+from kdviz.experiments.shortcut import (
+    METRICS,
+    PRESETS,
+    ShortcutConfig,
+    ShortcutRun,
+    run_id,
+    shortcut_configs,
+    shortcut_results,
+    summarise_shortcut,
+)
+from kdviz.store import Job, JobQueueFull, JobRegistry
 from kdviz.workspace import Workspace
 
 __all__ = [
@@ -28,9 +41,11 @@ __all__ = [
     "IMAGE_CHOICES",
     "METRIC_LABELS",
     "POOL",
+    "PRESET_LABELS",
     "SHIFTED_SPLIT",
     "TRADEOFF_METRICS",
     "bar_data",
+    "cancel_shortcut",
     "comparison",
     "comparison_table",
     "gradcam_maps",
@@ -38,10 +53,14 @@ __all__ = [
     "model_label",
     "pick_images",
     "rerun_seconds",
+    "results_for",
+    "shortcut_plan",
+    "shortcut_progress",
     "shifted_predictions",
     "shifted_split",
     "shipped_results",
     "student_run",
+    "submit_shortcut",
     "student_seeds",
     "teacher_run",
     "tradeoff_series",
@@ -72,6 +91,12 @@ CARD_METHODS = ("explanation_kd", "gradient_matching_kd", "self_explanation_kd")
 SHIFTED_SPLIT = "test_shifted"
 #: Shifted-test images searched for disagreements (the experiment's Grad-CAM metrics use the first 300).
 POOL = 300
+#: Presets the page can run, with their measured cost on 2 CPU cores through the app's job queue (tiny: 7 runs in
+#: 3.1–3.3 s on an idle machine, ~7 s under load; default: the shipped runs' 420 s of training plus evaluation).
+PRESET_LABELS = {
+    "tiny": "tiny — about 5 seconds on 2 CPU cores (numbers mean nothing at this size)",
+    "default": "default — about 8 minutes on 2 CPU cores (the shipped configuration)",
+}
 _REQUIRED = ("role", "method", "lambda", "seed", "run_id", "teacher_id", *METRICS, "train_seconds")
 
 
@@ -283,3 +308,102 @@ def gradcam_maps(ws: Workspace, run_id: str, data_run_id: str, indices: Sequence
         return array
 
     return ws.cached(("xai_gradcam", run_id, data_run_id, idx), make)
+
+
+# --------------------------------------------------------------------------- running the experiment
+
+
+def _preset(preset: str | ShortcutConfig) -> ShortcutConfig:
+    if isinstance(preset, ShortcutConfig):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown shortcut preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def shortcut_plan(ws: Workspace, preset: str | ShortcutConfig) -> list[tuple[ShortcutRun, str]]:
+    """(run, run id) of every run of `preset` (a name in `PRESETS` or a config), the teacher first (cached)."""
+    config = _preset(preset)
+
+    def make() -> list[tuple[ShortcutRun, str]]:
+        (teacher,) = shortcut_configs(config, None)
+        teacher_id = run_id(teacher.config)
+        return [(teacher, teacher_id), *[(s, run_id(s.config)) for s in shortcut_configs(config, teacher_id)]]
+
+    return ws.cached(("xai_shortcut_plan", config), make)
+
+
+def submit_shortcut(registry: JobRegistry, ws: Workspace, preset: str | ShortcutConfig, owner: str | None) -> list[Job]:
+    """Queue the runs of `preset` that can start: the teacher, and the students once the teacher run is stored.
+
+    Idempotent (the registry shares one job per run id, stored runs come back ``done``): call it on
+    every poll until `shortcut_progress` says complete. Students that do not fit in the queue are
+    queued by a later call. Returns the jobs submitted, teacher first.
+    """
+    (teacher, teacher_id), *students = shortcut_plan(ws, preset)
+    jobs = [registry.submit(teacher.config, owner=owner)]
+    if registry.store.get(teacher_id) is None:
+        return jobs
+    for plan, _ in students:
+        try:
+            jobs.append(registry.submit(plan.config, owner=owner))
+        except JobQueueFull:
+            break
+    return jobs
+
+
+def cancel_shortcut(registry: JobRegistry, ws: Workspace, preset: str | ShortcutConfig, owner: str | None) -> int:
+    """Stop watching `preset`'s unfinished jobs as `owner` (each stops once nobody watches it); how many there were."""
+    jobs = [registry.get(rid) for _, rid in shortcut_plan(ws, preset)]
+    live = [job for job in jobs if job is not None and not job.finished]
+    for job in live:
+        job.cancel(owner)
+    return len(live)
+
+
+def shortcut_progress(registry: JobRegistry, ws: Workspace, preset: str | ShortcutConfig) -> dict[str, Any]:
+    """Where a run of `preset` stands: ``total`` and ``done`` runs (stored), ``complete``, ``runs`` (one dict per
+    unstored run: label, state — queued / running / failed / cancelled / waiting (no job yet) —, epoch,
+    epochs, error), ``errors`` (``label: message`` of failed runs) and ``active`` (queued or running)."""
+    plan = shortcut_plan(ws, preset)
+    pending = []
+    for run, rid in plan:
+        if registry.store.get(rid) is not None:
+            continue
+        job = registry.get(rid)
+        snap = job.snapshot() if job is not None else None
+        pending.append(
+            {
+                "label": run.label,
+                "seed": run.seed,
+                "run_id": rid,
+                "state": "waiting" if snap is None else snap["state"],
+                "epoch": 0 if snap is None else snap["epoch"],
+                "epochs": run.config.epochs if snap is None else snap["epochs"],
+                "error": None if snap is None else snap["error"],
+            }
+        )
+    errors = [f"{r['label']} (seed {r['seed']}): {r['error']}" for r in pending if r["state"] == "failed"]
+    return {
+        "total": len(plan),
+        "done": len(plan) - len(pending),
+        "complete": not pending,
+        "runs": pending,
+        "errors": errors,
+        "active": sum(r["state"] in ("queued", "running") for r in pending),
+    }
+
+
+def results_for(ws: Workspace, preset: str | ShortcutConfig) -> pd.DataFrame | None:
+    """`run_shortcut`'s per-run table of `preset` from the store (cached by preset and run ids); None until all
+    its runs are stored. When the runs are exactly the shipped ones (the default preset), the shipped table:
+    the same runs, measured when they were built (re-measuring them takes ~25 s on 2 CPU cores)."""
+    plan = shortcut_plan(ws, preset)
+    if any(ws.store.get(rid) is None for _, rid in plan):
+        return None
+    config = _preset(preset)
+    ids = tuple(rid for _, rid in plan)
+    shipped = shipped_results(ws)
+    if shipped is not None and tuple(shipped[1]["run_id"]) == ids:
+        return shipped[1]
+    return ws.cached(("xai_shortcut_results", config, ids), lambda: shortcut_results(ws.store, config))

@@ -157,6 +157,7 @@ def test_click_a_point_in_the_divergence_scatter_opens_its_drill_down(server: st
     open_page(page, f"{server}/divergence?dataset=moons")
     before = page.evaluate("new URLSearchParams(window.location.search).get('div_sample')")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    points.first.wait_for(timeout=60_000)  # the scatter draws after the metrics above it
     positions = range(0, points.count(), max(1, points.count() // 5))
     target, wanted = next((i, idx) for i in positions if str(idx := int(points.nth(i).evaluate(POINT_INDEX))) != before)
     points.nth(target).click(force=True)

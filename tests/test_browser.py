@@ -107,7 +107,8 @@ def test_train_a_tiny_run_and_see_it_finish(server: str, browser: object):
 
 
 def test_two_sessions_asking_for_the_same_training_share_one_job(server: str, browser: object):
-    url = f"{server}/train?tr_dataset=shapes&tr_method=kd&tr_epochs=2"
+    # long enough (60 epochs) that the second request always finds the job still running
+    url = f"{server}/train?tr_dataset=shapes&tr_method=kd&tr_epochs=60"
     first, second = browser.new_context(), browser.new_context()
     a, b = first.new_page(), second.new_page()
     open_page(a, url, content=TRAIN_READY)
@@ -118,8 +119,17 @@ def test_two_sessions_asking_for_the_same_training_share_one_job(server: str, br
     b.get_by_text("shared with 1 other").wait_for(timeout=30_000)
     ids_a, ids_b = _job_keys(a), _job_keys(b)
     assert len(ids_a) == 1 and ids_a == ids_b, (ids_a, ids_b)
-    for page in (a, b):
-        page.get_by_text("Finished: pick it in the sidebar").wait_for(timeout=240_000)
+    # cancelling: the first session only lets go (the other still watches); the last one stops the job
+    a.get_by_role("button", name="Cancel").click()
+    a.wait_for_function("!document.querySelector(\"[class*='st-key-tr_job_']\")", timeout=30_000)
+    b.get_by_text("shared with 1 other").wait_for(state="detached", timeout=30_000)
+    b.get_by_role("button", name="Cancel").click()
+    b.wait_for_function("!document.querySelector(\"[class*='st-key-tr_job_']\")", timeout=30_000)
+    deadline = time.monotonic() + 60
+    while "0 active job(s) on this server" not in b.inner_text("body"):  # the job really stopped
+        assert time.monotonic() < deadline, b.inner_text("body")[-500:]
+        time.sleep(1)
+        open_page(b, url, content=TRAIN_READY)
     first.close()
     second.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -27,17 +28,24 @@ CONTENT = ".js-plotly-plot, [data-testid='stDataFrame'], [data-testid='stMetric'
 FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
-def server_rss_mib(port: int) -> float | None:
-    """Resident memory of the process listening on `port` (Linux /proc), or None if not found."""
-    for status in Path("/proc").glob("[0-9]*/cmdline"):
+def server_proc(port: int) -> Path | None:
+    """/proc/<pid> of the server listening on `port` (Linux), or None if not found."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if f"--server.port\0{port}".encode() in status.read_bytes():
-                for line in (status.parent / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
+            if f"--server.port\0{port}".encode() in cmdline.read_bytes():
+                return cmdline.parent
         except OSError:
             continue
     return None
+
+
+def server_usage(proc: Path | None) -> tuple[float, float] | None:
+    """(resident memory in MiB, CPU seconds used so far) of the server process."""
+    if proc is None:
+        return None
+    rss = next(int(line.split()[1]) / 1024 for line in (proc / "status").read_text().splitlines() if "VmRSS" in line)
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def session(browser, url: str, pages: list[str], timings: dict[str, list[float]]) -> None:
@@ -60,12 +68,13 @@ async def main_async(args: argparse.Namespace) -> None:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             warm: dict[str, list[float]] = {name: [] for name in pages}
             await session(browser, url, pages, warm)  # one visit first: installs the samples, fills the caches
-            before = server_rss_mib(port)
+            proc = server_proc(port)
+            before = server_usage(proc)
             timings: dict[str, list[float]] = {name: [] for name in pages}
             started = time.perf_counter()
             await asyncio.gather(*(session(browser, url, pages, timings) for _ in range(args.sessions)))
             wall = time.perf_counter() - started
-            after = server_rss_mib(port)
+            after = server_usage(proc)
             await browser.close()
     print(f"{args.sessions} sessions at once, each opening {', '.join(pages)}; all done in {wall:.1f} s")
     print(f"{'page':16s} {'warm-up':>8s} {'median':>8s} {'worst':>8s}  (seconds to first chart)")
@@ -73,7 +82,13 @@ async def main_async(args: argparse.Namespace) -> None:
         values = timings[name]
         print(f"{name or 'home':16s} {warm[name][0]:8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
     if before is not None and after is not None:
-        print(f"server memory (RSS): {before:.0f} MiB after the warm-up, {after:.0f} MiB after the classroom")
+        views = args.sessions * len(pages)
+        cpu = after[1] - before[1]
+        print(
+            f"server: {cpu:.1f} CPU s for {views} page views ({cpu / views:.2f} s each); the rest of the wall time "
+            "is the browsers, which share this machine's cores"
+        )
+        print(f"server memory (RSS): {before[0]:.0f} MiB after the warm-up, {after[0]:.0f} MiB after the classroom")
 
 
 def main() -> None:

@@ -166,6 +166,13 @@ my_jobs = registry.jobs(me)
 watching = {job.id for job in my_jobs if not job.finished}
 
 
+def cancel(job) -> None:
+    """Let go of a job: it stops unless another session still watches it (then it trains on for them)."""
+    others = [owner for owner in job.owners if owner != me]
+    job.cancel(owner=me)
+    st.toast("Cancelled." if not others else f"You let go of it; it keeps training for {len(others)} other session(s).")
+
+
 @st.fragment(run_every=1.0 if watching else None)
 def job_panel() -> None:
     """This session's jobs, polled every second while one is unfinished; never blocks the page."""
@@ -189,7 +196,7 @@ def job_panel() -> None:
                     metric = "val_accuracy" if "val_accuracy" in snap["history"][-1] else "train_accuracy"
                     chart(learning_curves({"this run": snap["history"]}, metric), key=f"tr_acc_{job.id}")
             if not job.finished:
-                st.button("Cancel", key=f"tr_cancel_{job.id}", on_click=job.cancel, kwargs={"owner": me})
+                st.button("Cancel", key=f"tr_cancel_{job.id}", on_click=cancel, args=(job,))
             elif snap["state"] == "done":
                 st.success("Finished: pick it in the sidebar of any page.")
     if watching and all(registry.get(job_id) is None or registry.get(job_id).finished for job_id in watching):

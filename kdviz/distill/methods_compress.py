@@ -25,21 +25,6 @@ from kdviz.distill.methods_feature import feature_shapes, tapped_forward, teache
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 from kdviz.distill.trainer import predict_logits, subset_indices
 
-
-def _require_flag(method: Method, key: str) -> bool:
-    value = method.hparams[key]
-    if value not in (0.0, 1.0):
-        raise MethodError(f"hyperparameter {key!r} of method {method.name!r} must be 0 or 1, got {value}")
-    return bool(value)
-
-
-def _require_whole(method: Method, key: str) -> int:
-    value = method.hparams[key]
-    if value != int(value):
-        raise MethodError(f"hyperparameter {key!r} of method {method.name!r} must be a whole number, got {value}")
-    return int(value)
-
-
 # ---- dataset distillation -------------------------------------------------------------------------
 
 _SYNTHETIC_CACHE: OrderedDict[str, SyntheticSet] = OrderedDict()
@@ -92,9 +77,9 @@ class DatasetDistill(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.augment = _require_flag(self, "augment")
-        self.teacher_labels = _require_flag(self, "teacher_labels")
-        ipc = _require_whole(self, "ipc")
+        self.augment = self.flag("augment")
+        self.teacher_labels = self.flag("teacher_labels")
+        ipc = self.whole("ipc")
         if self.teacher_labels and ctx.teacher is None:
             raise MethodError(
                 "method 'dataset_distill' with teacher_labels=1 needs a teacher: pass a finished teacher run, "
@@ -116,10 +101,10 @@ class DatasetDistill(Method):
         options = dict(
             ipc=ipc,
             model_spec=spec,
-            steps=_require_whole(self, "distill_steps"),
+            steps=self.whole("distill_steps"),
             seed=seed,
             lr=self.hparams["distill_lr"],
-            real_per_class=_require_whole(self, "real_per_class"),
+            real_per_class=self.whole("real_per_class"),
             augment=self.augment,
         )
         key = {"dataset": ctx.dataset.spec, "train_subset": config.get("train_subset"), "device": str(ctx.device)}
@@ -231,7 +216,7 @@ class EncoderCompression(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        offset = _require_whole(self, "layer_from_end")
+        offset = self.whole("layer_from_end")
         names = ctx.teacher.feature_layer_names
         if offset >= len(names):
             raise MethodError(

@@ -46,12 +46,6 @@ def _model_name(model: nn.Module) -> str:
     return str(getattr(model, "spec", {}).get("name", type(model).__name__))
 
 
-def _whole_number(method: str, key: str, value: float) -> int:
-    if value != int(value):
-        raise MethodError(f"hyperparameter {key!r} of method {method!r} must be a whole number, got {value}")
-    return int(value)
-
-
 def _check_same_inputs(method: str, ctx) -> None:
     """The teacher must see the student's inputs: both explain the same pixels."""
     teachers = getattr(ctx, "teachers", None) or []
@@ -84,11 +78,8 @@ class _ExplanationMatchingKD(Method):
     def setup(self, ctx) -> None:
         super().setup(ctx)
         _check_same_inputs(self.name, ctx)
-        self.every = _whole_number(self.name, "every", self.hparams["every"])
-        frozen = self.hparams["frozen"]
-        if frozen not in (0.0, 1.0):
-            raise MethodError(f"hyperparameter 'frozen' of method {self.name!r} must be 0 (live) or 1 (frozen)")
-        self.frozen = bool(frozen)
+        self.every = self.whole("every")
+        self.frozen = self.flag("frozen", off="live", on="frozen")
         self.check_models(ctx)
         self.frozen_maps: torch.Tensor | None = None
         if self.frozen and self.hparams["weight"] > 0:

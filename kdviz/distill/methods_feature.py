@@ -316,9 +316,7 @@ class FeatureMimic(Method):
         epochs = int(ctx.config["epochs"])
         _check_two_stages(self.name, epochs)
         self.mimic_epochs = stage_one_epochs(self.hparams["mimic_fraction"], epochs)
-        offset = self.hparams["layer_from_end"]
-        if offset != int(offset):
-            raise MethodError(f"feature_mimic layer_from_end must be a whole number, got {offset}")
+        offset = self.whole("layer_from_end")
         layers = {}
         for role, model in (("student", ctx.student), ("teacher", ctx.teacher)):
             names = model.feature_layer_names

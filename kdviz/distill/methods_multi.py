@@ -133,9 +133,7 @@ class MultiBranch(Method):
     def setup(self, ctx) -> None:
         super().setup(ctx)
         student = require_branches(self.name, ctx.student)
-        gated = self.hparams["gated"]
-        if gated not in (0.0, 1.0):
-            raise MethodError(f"hyperparameter 'gated' of method 'multi_branch' must be 0 or 1, got {gated:g}")
+        gated = self.flag("gated")
         self.gate = nn.Linear(student.trunk_channels, student.num_branches) if gated else None
 
     def extra_modules(self) -> list[nn.Module]:

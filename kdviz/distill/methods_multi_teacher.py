@@ -268,10 +268,7 @@ class DeepMutualLearning(Method):
         from kdviz.models import build_model
 
         super().setup(ctx)
-        count = self.hparams["peers"]
-        if count != int(count):
-            raise MethodError(f"hyperparameter 'peers' of method 'dml' must be a whole number, got {count:g}")
-        self.peers = nn.ModuleList(build_model(ctx.student.spec, ctx.dataset) for _ in range(int(count)))
+        self.peers = nn.ModuleList(build_model(ctx.student.spec, ctx.dataset) for _ in range(self.whole("peers")))
         self.peers.to(ctx.device)
         if ctx.dataset.x_train.dim() == 4:
             self.peers.to(memory_format=torch.channels_last)

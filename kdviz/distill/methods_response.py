@@ -20,11 +20,6 @@ def _require_classes(method: Method, ctx, minimum: int, why: str) -> None:
         )
 
 
-def _require_binary(method: Method, key: str) -> None:
-    if method.hparams[key] not in (0.0, 1.0):
-        raise MethodError(f"hyperparameter {key!r} of method {method.name!r} must be 0 or 1, got {method.hparams[key]}")
-
-
 @register_method
 class DecoupledKD(Method):
     name = "dkd"
@@ -151,7 +146,7 @@ class SelectiveKD(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        _require_binary(self, "global_queue")
+        self.flag("global_queue")
         self._ce_queue = torch.empty(0, device=ctx.device)
 
     def select(self, per_sample_ce: torch.Tensor) -> torch.Tensor:

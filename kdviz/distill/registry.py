@@ -88,6 +88,21 @@ class Method:
             needs.append(cls.needs_student)
         return "; ".join(needs) or "—"
 
+    def flag(self, key: str, off: str = "", on: str = "") -> bool:
+        """A 0/1 hyperparameter as a bool; any other value is a `MethodError` naming it (and what 0 and 1 mean)."""
+        value = self.hparams[key]
+        if value not in (0.0, 1.0):
+            choices = f"0 ({off}) or 1 ({on})" if off and on else "0 or 1"
+            raise MethodError(f"hyperparameter {key!r} of method {self.name!r} must be {choices}, got {value:g}")
+        return bool(value)
+
+    def whole(self, key: str) -> int:
+        """A whole-number hyperparameter as an int; a fraction is a `MethodError` naming it."""
+        value = self.hparams[key]
+        if value != int(value):
+            raise MethodError(f"hyperparameter {key!r} of method {self.name!r} must be a whole number, got {value:g}")
+        return int(value)
+
     def setup(self, ctx: TrainContext) -> None:
         """Check requirements against the run's setup; called once before training."""
         count = len(getattr(ctx, "teachers", None) or ([] if ctx.teacher is None else [ctx.teacher]))

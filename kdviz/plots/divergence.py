@@ -12,12 +12,12 @@ from plotly.subplots import make_subplots
 
 from kdviz.plots._checks import names_for, probability_vector, require_columns, same_length, to_array
 from kdviz.plots._scatter import is_int, scatter_traces
+from kdviz.plots.lesson import soft_target_bars
 from kdviz.plots.style import (
     NEUTRAL_COLOR,
     apply_layout,
     axis_label,
     class_colors,
-    series_styles,
 )
 
 __all__ = ["decision_boundary", "divergence_scatter", "probability_comparison"]
@@ -90,25 +90,13 @@ def probability_comparison(
     student = probability_vector(p_student, "p_student", len(classes))
     if true_class is not None and not (is_int(true_class) and 0 <= int(true_class) < len(classes)):
         raise ValueError(f"true_class must be a class index in 0..{len(classes) - 1} or None, got {true_class!r}")
-    styles = series_styles(list(names), roles)
-    fig = go.Figure()
-    for name, p in zip(names, (teacher, student)):
-        style = styles[name]
-        fig.add_trace(
-            go.Bar(
-                x=classes,
-                y=p,
-                name=name,
-                marker=dict(color=style.color, pattern=dict(shape=style.pattern)),
-                hovertemplate=f"<b>{name}</b><br>%{{x}}: %{{y:.4f}}<extra></extra>",
-            )
-        )
+    if len(set(names)) != 2:
+        raise ValueError(f"names must be two different legend entries, got {names!r}")
+    fig = soft_target_bars(dict(zip(names, (teacher, student))), classes, roles, title=title)
     if true_class is not None:
         ticks = [f"<b>{c} (true)</b>" if k == int(true_class) else c for k, c in enumerate(classes)]
         fig.update_xaxes(tickmode="array", tickvals=classes, ticktext=ticks)
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1])
-    return apply_layout(fig, title=title, x_title="class", y_title="probability")
+    return fig
 
 
 def _grid_arrays(grid: Any) -> tuple[np.ndarray, ...]:

@@ -37,3 +37,22 @@ def app_page(page: str, **query: str):
     for key, value in query.items():
         at.query_params[key] = value
     return at
+
+
+def figures(at) -> list[dict]:
+    """The Plotly specs of every chart an AppTest run shows, in order."""
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def titled(at, prefix: str) -> dict:
+    """The first chart whose title starts with `prefix` (fails listing the titles there are)."""
+    found = [f for f in figures(at) if f["layout"].get("title", {}).get("text", "").startswith(prefix)]
+    assert found, f"no figure titled {prefix!r}: {[f['layout'].get('title', {}).get('text') for f in figures(at)]}"
+    return found[0]
+
+
+def errors(at) -> list[str]:
+    """The texts of the st.error boxes an AppTest run shows."""
+    return [e.value for e in at.error]

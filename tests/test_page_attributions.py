@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
-from conftest import app_page
-from streamlit.testing.v1 import AppTest
+from conftest import app_page, errors, figures, titled
 
 PAGE = "app_pages/attributions.py"
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titled(at: AppTest, prefix: str) -> dict:
-    found = [f for f in figures(at) if f["layout"].get("title", {}).get("text", "").startswith(prefix)]
-    assert found, f"no figure titled {prefix!r}: {[f['layout'].get('title', {}).get('text') for f in figures(at)]}"
-    return found[0]
 
 
 def row_titles(fig: dict) -> list[str]:
@@ -25,10 +12,6 @@ def row_titles(fig: dict) -> list[str]:
     axes = [(int(key[5:] or 1), axis) for key, axis in fig["layout"].items() if key.startswith("yaxis")]
     texts = [axis.get("title", {}).get("text", "") for _, axis in sorted(axes, key=lambda pair: pair[0])]
     return [text for text in texts if text.startswith("#")]
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def test_default_pair_shows_maps_agreement_and_localisation(app_env) -> None:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import app_page
+from conftest import app_page, errors
+from conftest import figures as plotly_figures
 
 from kdviz.samples import sample_roles
 
 PAGE = "app_pages/divergence.py"
-
-
-def plotly_figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error]
 
 
 @pytest.mark.slow  # shapes: generating the dataset and embedding its training images takes 10-20 s on 2 busy cores

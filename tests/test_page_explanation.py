@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-from conftest import app_page
+from conftest import app_page, titled
 from streamlit.testing.v1 import AppTest
 
 PAGE = "app_pages/explanation.py"
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titled(at: AppTest, prefix: str) -> dict:
-    found = [f for f in figures(at) if f["layout"].get("title", {}).get("text", "").startswith(prefix)]
-    assert found, f"no figure titled {prefix!r}: {[f['layout'].get('title', {}).get('text') for f in figures(at)]}"
-    return found[0]
 
 
 def ok(at: AppTest) -> None:

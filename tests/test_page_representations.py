@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import app_page
-from streamlit.testing.v1 import AppTest
+from conftest import app_page, errors, figures, titled
 
 PAGE = "app_pages/representations.py"
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titled(at: AppTest, prefix: str) -> dict:
-    found = [f for f in figures(at) if f["layout"].get("title", {}).get("text", "").startswith(prefix)]
-    assert found, f"no figure titled {prefix!r}: {[f['layout'].get('title', {}).get('text') for f in figures(at)]}"
-    return found[0]
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def test_default_pair_shows_cka_and_projections(app_env) -> None:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
-from conftest import app_page
+from conftest import app_page, figures
 
 from kdviz.samples import sample_roles
 from kdviz.store import RunStore
 
 PAGE = "app_pages/runs.py"
-
-
-def figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
 def runs_table(at):

@@ -113,8 +113,7 @@ def build_samples(
     unknown = sorted(set(names) - set(SAMPLE_PLANS))
     if unknown:
         raise ValueError(f"no sample plan for {', '.join(unknown)}; valid: {', '.join(SAMPLE_PLANS)}")
-    manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"version": 1, "datasets": {}}
+    manifest = read_manifest(out_dir)
     with tempfile.TemporaryDirectory() as home:
         store = RunStore(home)
         for name in names:
@@ -139,8 +138,7 @@ def build_samples(
                     f"({time.perf_counter() - started:.1f} s, {len(card) / 1024:.0f} KiB)"
                 )
             manifest["datasets"][name] = entry
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(out_dir, manifest)
     return manifest
 
 
@@ -190,15 +188,19 @@ def build_shortcut_samples(
                 }
             )
         runs.to_csv(folder / "results.csv", index=False)
-    manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"version": 1, "datasets": {}}
+    manifest = read_manifest(out_dir)
     manifest.setdefault("experiments", {})["shortcut"] = {
         "description": describe(SHORTCUT_DEFAULTS),
         "results": "shortcut/results.csv",
         "runs": entries,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(out_dir, manifest)
     return manifest
+
+
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(samples_dir: Path | str = SAMPLES_DIR) -> dict[str, Any]:
@@ -246,17 +248,16 @@ def install_samples(store: RunStore, samples_dir: Path | str = SAMPLES_DIR) -> l
         shipped += [(name, Path(run["file"]).stem, run) for run in entry.get("runs", [])]
     imported = []
     for name, role, run in shipped:
-        if True:
-            if store.get(run["id"]) is not None:
-                continue
-            path = samples_dir / run["file"]
-            if not path.is_file():
-                raise SampleError(f"sample {name}/{role} is missing: {path}")
-            data = path.read_bytes()
-            if _sha256(data) != run["sha256"]:
-                raise SampleError(f"sample {name}/{role} is damaged: {path} does not match its checksum")
-            record = store.import_run(data)
-            if record.id != run["id"]:
-                raise SampleError(f"sample {name}/{role} holds run {record.id}, the manifest says {run['id']}")
-            imported.append(record.id)
+        if store.get(run["id"]) is not None:
+            continue
+        path = samples_dir / run["file"]
+        if not path.is_file():
+            raise SampleError(f"sample {name}/{role} is missing: {path}")
+        data = path.read_bytes()
+        if _sha256(data) != run["sha256"]:
+            raise SampleError(f"sample {name}/{role} is damaged: {path} does not match its checksum")
+        record = store.import_run(data)
+        if record.id != run["id"]:
+            raise SampleError(f"sample {name}/{role} holds run {record.id}, the manifest says {run['id']}")
+        imported.append(record.id)
     return imported

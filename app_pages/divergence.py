@@ -12,7 +12,7 @@ from kdviz.plots import (
 )
 from kdviz.plots.divergence_extra import neighbour_gallery
 from kdviz.views import divergence as dv
-from ui.state import ROLE_TITLES, current_selection, from_url, lesson_mode, to_url, workspace
+from ui.state import ROLE_TITLES, from_url, lesson_mode, require_selection, to_url, workspace
 from ui.widgets import chart, guard, table
 
 st.title("Divergence inspector")
@@ -23,10 +23,7 @@ st.caption(
 )
 
 ws = workspace()
-selection = current_selection()
-if selection is None:
-    st.info("Pick a dataset with a teacher in the sidebar (or train one on the Train page) to inspect divergence.")
-    st.stop()
+selection = require_selection()
 students = dv.student_choices(selection.roles)
 if not students:
     st.info(

@@ -8,8 +8,6 @@ shared, so callers must not modify it. Hook-based analyses must hold
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +18,7 @@ import torch
 from kdviz.data.cache import get_dataset
 from kdviz.data.dataset import Dataset
 from kdviz.distill.trainer import model_inputs, predict_logits
+from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
 from kdviz.samples import SAMPLES_DIR, install_samples, sample_roles
 from kdviz.store import RunRecord, RunStore
@@ -33,38 +32,6 @@ SELF_METHODS = frozenset(
 
 class WorkspaceError(LookupError):
     """A run, checkpoint or split the caller asked for does not exist."""
-
-
-class _LRU:
-    """A tiny thread-safe LRU cache: `get(key, make)` builds each value once per key."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[Hashable, threading.Lock] = {}
-
-    def get(self, key: Hashable, make: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # concurrent requests for one key build it once
-            with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            value = make()
-            with self._lock:
-                self._items[key] = value
-                self._key_locks.pop(key, None)
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-            return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 def run_role(record: RunRecord) -> str:
@@ -114,8 +81,8 @@ class Workspace:
     ) -> None:
         self.store = store
         self.samples_dir = samples_dir
-        self._models = _LRU(max_models)
-        self._arrays = _LRU(max_arrays)
+        self._models = BoundedCache(max_models)
+        self._arrays = BoundedCache(max_arrays)
 
     # -- runs -------------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from kdviz.lru import BoundedCache
 from kdviz.samples import sample_roles
 from kdviz.store import RunStore
-from kdviz.workspace import _LRU, Workspace, WorkspaceError, run_role
+from kdviz.workspace import Workspace, WorkspaceError, run_role
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_checkpoints(ws: Workspace):
 
 
 def test_lru_builds_each_key_once_under_concurrency_and_stays_bounded():
-    cache, calls, barrier = _LRU(2), [], threading.Barrier(8)
+    cache, calls, barrier = BoundedCache(2), [], threading.Barrier(8)
 
     def make() -> int:
         calls.append(1)

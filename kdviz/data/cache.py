@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from kdviz.data.dataset import Dataset, DatasetError, load_dataset
+from kdviz.lru import BoundedCache
 
-_MAX_ENTRIES = 8
-_cache: OrderedDict[str, Dataset] = OrderedDict()
-_lock = threading.Lock()
+_cache = BoundedCache(8)
 
 
 def spec_key(spec: dict[str, Any]) -> str:
@@ -28,26 +25,19 @@ def get_dataset(spec: dict[str, Any] | str) -> Dataset:
         spec = {"name": spec}
     if "name" not in spec:
         raise DatasetError("a dataset spec needs a 'name' key, e.g. {'name': 'shapes'}")
-    key = spec_key(spec)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    if "upload" in spec:  # a user's file kept by kdviz.data.uploads
-        from kdviz.data.uploads import load_upload
-
-        dataset = load_upload(spec)
-    else:
-        options = {k: v for k, v in spec.items() if k != "name"}
-        dataset = load_dataset(spec["name"], **options)
-    with _lock:
-        _cache[key] = dataset
-        _cache[spec_key(dataset.spec)] = dataset
-        while len(_cache) > _MAX_ENTRIES:
-            _cache.popitem(last=False)
+    dataset = _cache.get(spec_key(spec), lambda: _load(spec))
+    _cache.put(spec_key(dataset.spec), dataset)  # the full spec (defaults filled in) finds it too
     return dataset
 
 
+def _load(spec: dict[str, Any]) -> Dataset:
+    if "upload" in spec:  # a user's file kept by kdviz.data.uploads
+        from kdviz.data.uploads import load_upload
+
+        return load_upload(spec)
+    options = {k: v for k, v in spec.items() if k != "name"}
+    return load_dataset(spec["name"], **options)
+
+
 def clear_dataset_cache() -> None:
-    with _lock:
-        _cache.clear()
+    _cache.clear()

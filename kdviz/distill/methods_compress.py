@@ -11,8 +11,6 @@ synthetic samples.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -24,27 +22,16 @@ from kdviz.distill.dataset_distill import SyntheticSet, distill_dataset, max_shi
 from kdviz.distill.methods_feature import feature_shapes, tapped_forward, teacher_features
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 from kdviz.distill.trainer import predict_logits, subset_indices
+from kdviz.lru import BoundedCache
 
 # ---- dataset distillation -------------------------------------------------------------------------
 
-_SYNTHETIC_CACHE: OrderedDict[str, SyntheticSet] = OrderedDict()
-_SYNTHETIC_CACHE_SIZE = 4
-_cache_lock = threading.Lock()
+_SYNTHETIC_CACHE = BoundedCache(4)
 
 
 def cached_synthetic_set(key: dict[str, Any], make) -> SyntheticSet:
     """The synthetic set for `key` (a JSON-able dict), made once per process and shared (a small LRU)."""
-    text = json.dumps(key, sort_keys=True, default=str)
-    with _cache_lock:
-        if text in _SYNTHETIC_CACHE:
-            _SYNTHETIC_CACHE.move_to_end(text)
-            return _SYNTHETIC_CACHE[text]
-    synthetic = make()
-    with _cache_lock:
-        _SYNTHETIC_CACHE[text] = synthetic
-        while len(_SYNTHETIC_CACHE) > _SYNTHETIC_CACHE_SIZE:
-            _SYNTHETIC_CACHE.popitem(last=False)
-    return synthetic
+    return _SYNTHETIC_CACHE.get(json.dumps(key, sort_keys=True, default=str), make)
 
 
 @register_method

@@ -1,7 +1,7 @@
 """Dataset distillation on `digits`: synthetic set vs a random real subset of the same size.
 
 For each images-per-class (ipc) setting and seed, learns a synthetic set by distribution matching
-(`kdviz.distill.dataset_distill`, seeded), then trains one fresh model on it and one on a
+(`kdviz.distill.methods.dataset`, seeded), then trains one fresh model on it and one on a
 class-balanced random real subset of the same size (same recipe, same initialisation seed), and
 tests both on the real test split. Prints per-ipc mean ± sample std over the seeds, with wall times.
 
@@ -18,7 +18,7 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.device import pick_device
-from kdviz.distill.dataset_distill import SyntheticEvaluation, describe, distill_dataset, evaluate_synthetic
+from kdviz.distill.methods.dataset import SyntheticEvaluation, describe, distill_dataset, evaluate_synthetic
 
 
 def run_ipc(dataset, ipc: int, seeds: list[int], args: argparse.Namespace, device: torch.device) -> None:

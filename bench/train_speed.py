@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from kdviz.data import load_dataset
 from kdviz.device import pick_device
 from kdviz.distill import TrainConfig, fit
-from kdviz.distill.losses import hinton_kd
+from kdviz.distill.losses.response import hinton_kd
 from kdviz.models import build_model
 
 

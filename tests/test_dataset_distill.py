@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from kdviz.data.cache import get_dataset
-from kdviz.distill import Batch, MethodError, TrainConfig, fit, get_method
-from kdviz.distill import dataset_distill as dd
-from kdviz.distill.trainer import TrainContext
+from kdviz.distill import Batch, MethodError, TrainConfig, TrainContext, fit, get_method
+from kdviz.distill.losses import dataset as dataset_losses
+from kdviz.distill.methods import dataset as dd
 from kdviz.models import build_model
 
 DIGITS = {"name": "digits"}
@@ -38,9 +38,9 @@ def test_distribution_matching_loss_hand_computation():
     real = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [9.0, 9.0]])
     real_labels = torch.tensor([0, 0, 1, 2])
     synthetic = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    loss = dd.distribution_matching_loss(real, real_labels, synthetic, torch.tensor([0, 1]), num_classes=3)
+    loss = dataset_losses.distribution_matching_loss(real, real_labels, synthetic, torch.tensor([0, 1]), num_classes=3)
     assert loss.item() == pytest.approx(6.0)
-    means, counts = dd.class_means(real, real_labels, 4)
+    means, counts = dataset_losses.class_means(real, real_labels, 4)
     assert means.tolist() == [[2.0, 0.0], [0.0, 2.0], [9.0, 9.0], [0.0, 0.0]]
     assert counts.tolist() == [2, 1, 1, 0]
 
@@ -48,7 +48,7 @@ def test_distribution_matching_loss_hand_computation():
 def test_distribution_matching_loss_is_zero_for_equal_class_means():
     real = torch.tensor([[1.0, 5.0], [3.0, -1.0]])
     synthetic = torch.tensor([[2.0, 2.0]], requires_grad=True)
-    loss = dd.distribution_matching_loss(real, torch.tensor([0, 0]), synthetic, torch.tensor([0]), 1)
+    loss = dataset_losses.distribution_matching_loss(real, torch.tensor([0, 0]), synthetic, torch.tensor([0]), 1)
     loss.backward()
     assert loss.item() == 0.0 and synthetic.grad.abs().sum().item() == 0.0
 
@@ -65,10 +65,12 @@ def test_distribution_matching_loss_equals_a_per_class_loop_and_ignores_order(se
         for c in range(3)
         if (real_labels == c).any() and (synthetic_labels == c).any()
     )
-    loss = dd.distribution_matching_loss(real, real_labels, synthetic, synthetic_labels, 3)
+    loss = dataset_losses.distribution_matching_loss(real, real_labels, synthetic, synthetic_labels, 3)
     assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
     order = torch.randperm(n_real, generator=generator)
-    shuffled = dd.distribution_matching_loss(real[order], real_labels[order], synthetic, synthetic_labels, 3)
+    shuffled = dataset_losses.distribution_matching_loss(
+        real[order], real_labels[order], synthetic, synthetic_labels, 3
+    )
     assert shuffled.item() == pytest.approx(loss.item(), rel=1e-5, abs=1e-6)
 
 

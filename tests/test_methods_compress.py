@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from kdviz.data.cache import get_dataset
-from kdviz.distill import MethodError, TrainConfig, fit, get_method, list_methods
-from kdviz.distill.methods_compress import code_encoder, encoder_compression_terms
-from kdviz.distill.trainer import TrainContext
+from kdviz.distill import MethodError, TrainConfig, TrainContext, fit, get_method, list_methods
+from kdviz.distill.methods.compress import code_encoder, encoder_compression_terms
 from kdviz.models import build_model
 
 DIGITS = {"name": "digits"}

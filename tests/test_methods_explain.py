@@ -12,16 +12,16 @@ from torch import nn
 
 from kdviz.analysis import attribute
 from kdviz.data.cache import get_dataset
-from kdviz.distill import Batch, MethodError, TrainConfig, fit, get_method, losses, method_class
-from kdviz.distill import losses_explain as lx
-from kdviz.distill.explain_grad import (
+from kdviz.distill import Batch, MethodError, TrainConfig, TrainContext, fit, get_method, method_class
+from kdviz.distill.losses import explain as explain_losses
+from kdviz.distill.losses import response as response_losses
+from kdviz.distill.methods.explain import (
     grad_cam,
     grad_cam_from_activations,
     input_gradients,
     input_gradients_of,
     l2_normalise,
 )
-from kdviz.distill.trainer import TrainContext
 from kdviz.models import build_model
 
 SHAPES = {"name": "shapes", "n_train": 64, "n_val": 16, "n_test": 16}
@@ -92,10 +92,12 @@ def test_explanation_cosine_and_loss_by_hand():
     teacher = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     student = torch.tensor([[1.0, 1.0, 0.0], [1.0, 2.0, 3.0]])
     # 1·1 / (√2·√2) = 1/2; an all-zero map has cosine 0 with everything
-    assert torch.allclose(lx.explanation_cosine(teacher, student), torch.tensor([0.5, 0.0]))
-    assert lx.explanation_loss(teacher, student).item() == pytest.approx((0.5 + 1.0) / 2)
+    assert torch.allclose(explain_losses.explanation_cosine(teacher, student), torch.tensor([0.5, 0.0]))
+    assert explain_losses.explanation_loss(teacher, student).item() == pytest.approx((0.5 + 1.0) / 2)
     # 2-D maps are flattened per sample
-    assert lx.explanation_loss(teacher.reshape(2, 1, 3), student.reshape(2, 1, 3)).item() == pytest.approx(0.75)
+    assert explain_losses.explanation_loss(teacher.reshape(2, 1, 3), student.reshape(2, 1, 3)).item() == pytest.approx(
+        0.75
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -104,15 +106,15 @@ def test_explanation_loss_is_scale_invariant_and_zero_on_itself(seed, scale):
     generator = torch.Generator().manual_seed(seed)
     teacher = torch.rand(4, 5, 5, generator=generator, dtype=torch.float64) + 0.01
     student = torch.rand(4, 5, 5, generator=generator, dtype=torch.float64) + 0.01
-    loss = lx.explanation_loss(teacher, student)
-    assert lx.explanation_loss(teacher, student * scale).item() == pytest.approx(loss.item(), abs=1e-9)
-    assert lx.explanation_loss(teacher, teacher * scale).item() == pytest.approx(0.0, abs=1e-9)
+    loss = explain_losses.explanation_loss(teacher, student)
+    assert explain_losses.explanation_loss(teacher, student * scale).item() == pytest.approx(loss.item(), abs=1e-9)
+    assert explain_losses.explanation_loss(teacher, teacher * scale).item() == pytest.approx(0.0, abs=1e-9)
     assert 0.0 <= loss.item() <= 1.0  # non-negative maps: cosine in [0, 1]
 
 
 def test_explanation_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"same shape; got teacher \(2, 4\) and student \(2, 3\)"):
-        lx.explanation_loss(torch.ones(2, 4), torch.ones(2, 3))
+        explain_losses.explanation_loss(torch.ones(2, 4), torch.ones(2, 3))
 
 
 def test_explanation_kd_terms_by_hand():
@@ -121,32 +123,34 @@ def test_explanation_kd_terms_by_hand():
     labels = torch.tensor([0, 1])
     teacher_maps = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     student_maps = torch.tensor([[1.0, 1.0, 0.0], [2.0, 2.0, 2.0]])  # cosines 1/2 and 1
-    terms = lx.explanation_kd(student_logits, teacher_logits, labels, teacher_maps, student_maps, 2.0, 0.75, 3.0)
-    kd = losses.hinton_kd(student_logits, teacher_logits, labels, 2.0, 0.75)
+    terms = explain_losses.explanation_kd(
+        student_logits, teacher_logits, labels, teacher_maps, student_maps, 2.0, 0.75, 3.0
+    )
+    kd = response_losses.hinton_kd(student_logits, teacher_logits, labels, 2.0, 0.75)
     assert set(terms) == {"ce", "kd", "explanation"}
     assert terms["ce"].item() == pytest.approx(kd["ce"].item())
     assert terms["kd"].item() == pytest.approx(kd["kd"].item())
     assert terms["explanation"].item() == pytest.approx(3.0 * ((1 - 0.5) + (1 - 1.0)) / 2)
-    skipped = lx.explanation_kd(student_logits, teacher_logits, labels, None, None, 2.0, 0.75, 3.0)
+    skipped = explain_losses.explanation_kd(student_logits, teacher_logits, labels, None, None, 2.0, 0.75, 3.0)
     assert skipped["explanation"].item() == 0.0
     with pytest.raises(ValueError, match="weight must be non-negative, got -1"):
-        lx.explanation_kd(student_logits, teacher_logits, labels, None, None, weight=-1)
+        explain_losses.explanation_kd(student_logits, teacher_logits, labels, None, None, weight=-1)
 
 
 def test_explanation_similarity_targets_by_hand():
     # one sample, true class 0; E0 = [1, 0], E1 = [1, 1], E2 = [0, 1]: s = [1, 1/√2, 0]
     maps = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
-    q = lx.explanation_similarity_targets(maps, torch.tensor([0]), tau=0.5)
+    q = explain_losses.explanation_similarity_targets(maps, torch.tensor([0]), tau=0.5)
     raw = torch.tensor([math.exp(2.0), math.exp(math.sqrt(2.0)), 1.0])
     assert torch.allclose(q, (raw / raw.sum())[None], atol=1e-6)
     # with true class 2 the same maps give s = [0, 1/√2, 1]
-    q2 = lx.explanation_similarity_targets(maps, torch.tensor([2]), tau=0.5)
+    q2 = explain_losses.explanation_similarity_targets(maps, torch.tensor([2]), tau=0.5)
     assert torch.allclose(q2, (raw.flip(0) / raw.sum())[None], atol=1e-6)
     # an all-zero explanation of the true class still gives the true class the largest share
-    zero = lx.explanation_similarity_targets(torch.zeros(1, 3, 2), torch.tensor([1]), tau=1.0)
+    zero = explain_losses.explanation_similarity_targets(torch.zeros(1, 3, 2), torch.tensor([1]), tau=1.0)
     assert torch.allclose(zero, torch.tensor([[1.0, math.e, 1.0]]) / (2 + math.e))
     with pytest.raises(ValueError, match="tau must be positive"):
-        lx.explanation_similarity_targets(maps, torch.tensor([0]), tau=0.0)
+        explain_losses.explanation_similarity_targets(maps, torch.tensor([0]), tau=0.0)
 
 
 @settings(max_examples=30, deadline=None)
@@ -155,7 +159,7 @@ def test_similarity_targets_are_distributions_led_by_the_true_class(seed, tau):
     generator = torch.Generator().manual_seed(seed)
     maps = torch.randn(6, 5, 7, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 5, (6,), generator=generator)
-    q = lx.explanation_similarity_targets(maps, labels, tau)
+    q = explain_losses.explanation_similarity_targets(maps, labels, tau)
     assert torch.allclose(q.sum(dim=1), torch.ones(6, dtype=torch.float64))
     assert torch.all(q.gather(1, labels[:, None]) >= q.max(dim=1, keepdim=True).values - 1e-12)
 
@@ -163,7 +167,7 @@ def test_similarity_targets_are_distributions_led_by_the_true_class(seed, tau):
 def test_self_explanation_kd_terms_by_hand():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # p = [1/4, 3/4]
     targets = torch.tensor([[0.5, 0.5]])
-    terms = lx.self_explanation_kd(logits, torch.tensor([1]), targets, alpha=0.4)
+    terms = explain_losses.self_explanation_kd(logits, torch.tensor([1]), targets, alpha=0.4)
     assert terms["ce"].item() == pytest.approx(0.6 * -math.log(0.75))
     kl = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     assert terms["self_explanation"].item() == pytest.approx(0.4 * kl)
@@ -239,7 +243,7 @@ def test_student_grad_cam_is_differentiable_in_every_layer(shapes):
     target = shapes.y_train[:8]
     cam, _ = grad_cam(student, x, target, create_graph=True)
     teacher_map = torch.rand_like(cam)
-    lx.explanation_loss(teacher_map, cam).backward()
+    explain_losses.explanation_loss(teacher_map, cam).backward()
     first_conv = student.body.block1[0].weight
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
     assert student.head.weight.grad.abs().sum() > 0  # through the Grad-CAM weights (second-order)

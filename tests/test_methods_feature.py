@@ -8,10 +8,9 @@ import torch
 from torch import nn
 
 from kdviz.data.cache import get_dataset
-from kdviz.distill import Batch, MethodError, TrainConfig, fit, get_method, list_methods
-from kdviz.distill import losses_feature as lf
-from kdviz.distill.methods_feature import teacher_features  # importing registers the methods
-from kdviz.distill.trainer import TrainContext
+from kdviz.distill import Batch, MethodError, TrainConfig, TrainContext, fit, get_method, list_methods
+from kdviz.distill.losses import feature as feature_losses
+from kdviz.distill.methods._common import teacher_features
 from kdviz.models import build_model
 
 MOONS = {"name": "moons", "n_samples": 300}
@@ -59,7 +58,7 @@ def test_attention_map_hand_computation():
     # channels [1, 2] and [3, 0]: mean_c A² = [(1+9)/2, (4+0)/2] = [5, 2]; ‖·‖ = √29
     features = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
     expected = torch.tensor([[5 / math.sqrt(29), 2 / math.sqrt(29)]])
-    assert torch.allclose(lf.attention_map(features), expected, atol=1e-6)
+    assert torch.allclose(feature_losses.attention_map(features), expected, atol=1e-6)
 
 
 def test_attention_transfer_loss_hand_computation():
@@ -67,13 +66,15 @@ def test_attention_transfer_loss_hand_computation():
     # ‖a − b‖² = 2 − 2·a·b = 2 − 2·7/√58; mean over the 2 positions: 1 − 7/√58 = 0.080855
     student = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
     teacher = torch.tensor([[[[1.0, 1.0]]]])
-    assert lf.attention_transfer_loss(student, teacher).item() == pytest.approx(1 - 7 / math.sqrt(58), abs=1e-6)
-    assert lf.attention_transfer_loss(student, student * 3).item() == pytest.approx(0.0, abs=1e-7)
+    assert feature_losses.attention_transfer_loss(student, teacher).item() == pytest.approx(
+        1 - 7 / math.sqrt(58), abs=1e-6
+    )
+    assert feature_losses.attention_transfer_loss(student, student * 3).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_attention_transfer_loss_rejects_spatial_mismatch():
     with pytest.raises(ValueError, match=r"equal spatial sizes; student \(1, 2\), teacher \(2, 2\)"):
-        lf.attention_transfer_loss(torch.ones(1, 2, 1, 2), torch.ones(1, 2, 2, 2))
+        feature_losses.attention_transfer_loss(torch.ones(1, 2, 1, 2), torch.ones(1, 2, 2, 2))
 
 
 # Student triangle (0,0),(3,0),(0,4): sides 3, 4, 5; teacher (0,0),(1,0),(0,1): sides 1, 1, √2.
@@ -87,8 +88,8 @@ def test_rkd_distance_hand_computation():
     mu_t = (2 + math.sqrt(2)) / 3
     diffs = [0.75 - 1 / mu_t, 1.0 - 1 / mu_t, 1.25 - math.sqrt(2) / mu_t]
     expected = 2 * sum(0.5 * d * d for d in diffs) / 9  # = 0.0034813
-    assert lf.normalized_distances(STUDENT_POINTS)[0, 1].item() == pytest.approx(0.75)
-    assert lf.rkd_distance_loss(STUDENT_POINTS, TEACHER_POINTS).item() == pytest.approx(expected, abs=1e-6)
+    assert feature_losses.normalized_distances(STUDENT_POINTS)[0, 1].item() == pytest.approx(0.75)
+    assert feature_losses.rkd_distance_loss(STUDENT_POINTS, TEACHER_POINTS).item() == pytest.approx(expected, abs=1e-6)
     assert expected == pytest.approx(0.0034813, abs=1e-6)
 
 
@@ -98,16 +99,16 @@ def test_rkd_angle_hand_computation():
     # two per vertex: Huber = ½d² with d = 0, 0.6 − 1/√2, 0.8 − 1/√2.
     d1, d2 = 0.6 - 1 / math.sqrt(2), 0.8 - 1 / math.sqrt(2)
     expected = 2 * (0.5 * d1**2 + 0.5 * d2**2) / 27  # = 0.00074449
-    angles = lf.triplet_angles(STUDENT_POINTS)
+    angles = feature_losses.triplet_angles(STUDENT_POINTS)
     assert angles[1, 0, 2].item() == pytest.approx(0.6, abs=1e-6)
     assert angles[2, 0, 1].item() == pytest.approx(0.8, abs=1e-6)
-    assert lf.rkd_angle_loss(STUDENT_POINTS, TEACHER_POINTS).item() == pytest.approx(expected, abs=1e-7)
+    assert feature_losses.rkd_angle_loss(STUDENT_POINTS, TEACHER_POINTS).item() == pytest.approx(expected, abs=1e-7)
     assert expected == pytest.approx(0.00074449, abs=1e-7)
 
 
 def test_rkd_is_scale_invariant_and_has_finite_gradients():
     embeddings = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [0.0, 4.0]], requires_grad=True)  # a duplicate
-    loss = lf.rkd_distance_loss(embeddings, embeddings.detach() * 10) + lf.rkd_angle_loss(
+    loss = feature_losses.rkd_distance_loss(embeddings, embeddings.detach() * 10) + feature_losses.rkd_angle_loss(
         embeddings, embeddings.detach() * 10
     )
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
@@ -117,9 +118,9 @@ def test_rkd_is_scale_invariant_and_has_finite_gradients():
 
 def test_feature_l2_hand_computation_and_shape_check():
     # ½ · mean([1², 2²]) = ½ · 2.5 = 1.25
-    assert lf.feature_l2(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)).item() == pytest.approx(1.25)
+    assert feature_losses.feature_l2(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)).item() == pytest.approx(1.25)
     with pytest.raises(ValueError, match=r"student \(1, 2\), target \(1, 3\)"):
-        lf.feature_l2(torch.zeros(1, 2), torch.zeros(1, 3))
+        feature_losses.feature_l2(torch.zeros(1, 2), torch.zeros(1, 3))
 
 
 # ---- methods: registration, requirements, terms ---------------------------------------------
@@ -156,7 +157,7 @@ def test_attention_transfer_term_is_zero_for_a_copy_of_the_teacher(digits):
     with torch.no_grad():
         s = teacher_features(student, batch.x, ["body.block1", "body.block2", "body.block3"])
         t = teacher_features(other, batch.x, ["body.block1", "body.block2", "body.block3"])
-    expected = 500.0 * sum(lf.attention_transfer_loss(s[k], t[k]) for k in s)
+    expected = 500.0 * sum(feature_losses.attention_transfer_loss(s[k], t[k]) for k in s)
     assert terms["at"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert terms["at"].item() > 0
 
@@ -199,8 +200,8 @@ def test_relational_terms_vanish_for_a_copy_of_the_teacher(moons):
     terms = method.loss_terms(other_ctx, batch, method.forward(other_ctx, batch))
     with torch.no_grad():
         s, t = other.embed(batch.x), teacher.embed(batch.x)
-    assert terms["rkd_distance"].item() == pytest.approx(25 * lf.rkd_distance_loss(s, t).item(), rel=1e-5)
-    assert terms["rkd_angle"].item() == pytest.approx(50 * lf.rkd_angle_loss(s, t).item(), rel=1e-5)
+    assert terms["rkd_distance"].item() == pytest.approx(25 * feature_losses.rkd_distance_loss(s, t).item(), rel=1e-5)
+    assert terms["rkd_angle"].item() == pytest.approx(50 * feature_losses.rkd_angle_loss(s, t).item(), rel=1e-5)
 
 
 def test_staged_methods_need_two_epochs(moons):

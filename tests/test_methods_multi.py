@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdviz.data.cache import get_dataset
-from kdviz.distill import MethodError, TrainConfig, fit, get_method, losses_multi, method_class
-from kdviz.distill.methods_multi import branch_accuracy, exit_tradeoff
+from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
+from kdviz.distill.losses import multi_exit as multi_exit_losses
+from kdviz.distill.methods.multi_exit import branch_accuracy, exit_tradeoff
 from kdviz.models import FeatureTap, build_model, resolve_spec
 from kdviz.models.multiexit import MultiBranchNet, MultiExitNet
 
@@ -146,7 +147,7 @@ def test_byot_terms_hand_computation_and_detached_teacher():
     deepest = torch.zeros(1, 2, requires_grad=True)
     shallow_features = torch.tensor([[1.0, 2.0]], requires_grad=True)
     deepest_features = torch.zeros(1, 2, requires_grad=True)
-    terms = losses_multi.byot(
+    terms = multi_exit_losses.byot(
         [shallow, deepest], [shallow_features, deepest_features], torch.tensor([1]), 1.0, 0.5, 2.0
     )
     assert list(terms) == ["ce_exit1", "kd_exit1", "feat_exit1", "ce_exit2"]
@@ -162,7 +163,7 @@ def test_byot_terms_hand_computation_and_detached_teacher():
 
 def test_byot_kd_term_scales_with_t_squared():
     # At T = 2 the logits [0, 2 ln 3] soften to [0.25, 0.75] again: kd = α·4·0.143841 = 0.5·0.575364 = 0.287682
-    terms = losses_multi.byot(
+    terms = multi_exit_losses.byot(
         [torch.tensor([[0.0, 2 * LN3]]), torch.zeros(1, 2)], [torch.zeros(1, 2)] * 2, torch.tensor([1]), 2.0, 0.5, 0.0
     )
     assert terms["kd_exit1"].item() == pytest.approx(0.287682, abs=1e-5)
@@ -171,9 +172,9 @@ def test_byot_kd_term_scales_with_t_squared():
 
 def test_byot_rejects_bad_inputs():
     with pytest.raises(ValueError, match="at least 2 exits"):
-        losses_multi.byot([torch.zeros(1, 2)], [torch.zeros(1, 2)], torch.tensor([0]), 1.0, 0.5, 0.0)
+        multi_exit_losses.byot([torch.zeros(1, 2)], [torch.zeros(1, 2)], torch.tensor([0]), 1.0, 0.5, 0.0)
     with pytest.raises(ValueError, match="λ of the feature term must be non-negative, got -1"):
-        losses_multi.byot([torch.zeros(1, 2)] * 2, [torch.zeros(1, 2)] * 2, torch.tensor([0]), 1.0, 0.5, -1.0)
+        multi_exit_losses.byot([torch.zeros(1, 2)] * 2, [torch.zeros(1, 2)] * 2, torch.tensor([0]), 1.0, 0.5, -1.0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -181,18 +182,18 @@ def test_byot_rejects_bad_inputs():
 def test_byot_without_kd_and_hints_is_deep_supervision(values, label):
     # α = 0, λ = 0: the loss is the plain sum of every exit's CE.
     logits = torch.tensor(values).reshape(2, 1, 3)
-    terms = losses_multi.byot(list(logits), [torch.zeros(1, 2)] * 2, torch.tensor([label]), 3.0, 0.0, 0.0)
+    terms = multi_exit_losses.byot(list(logits), [torch.zeros(1, 2)] * 2, torch.tensor([label]), 3.0, 0.0, 0.0)
     expected = sum(torch.nn.functional.cross_entropy(z, torch.tensor([label])) for z in logits)
     assert sum(terms.values()).item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
 
 
 def test_ensemble_logits_mean_and_gate():
     z1, z2 = torch.tensor([[0.0, LN3]]), torch.zeros(1, 2)
-    torch.testing.assert_close(losses_multi.ensemble_logits([z1, z2]), torch.tensor([[0.0, LN3 / 2]]))
-    gated = losses_multi.ensemble_logits([z1, z2], torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(multi_exit_losses.ensemble_logits([z1, z2]), torch.tensor([[0.0, LN3 / 2]]))
+    gated = multi_exit_losses.ensemble_logits([z1, z2], torch.tensor([[0.25, 0.75]]))
     torch.testing.assert_close(gated, torch.tensor([[0.0, 0.25 * LN3]]))
     with pytest.raises(ValueError, match=r"gate_weights must be N×K = \(1, 2\).*got \(1, 3\)"):
-        losses_multi.ensemble_logits([z1, z2], torch.ones(1, 3) / 3)
+        multi_exit_losses.ensemble_logits([z1, z2], torch.ones(1, 3) / 3)
 
 
 def test_multi_branch_terms_hand_computation():
@@ -202,7 +203,7 @@ def test_multi_branch_terms_hand_computation():
     #   kd_branch1 = 0.366025·ln(0.366025/0.25) + 0.633975·ln(0.633975/0.75) = 0.032996
     #   kd_branch2 = 0.366025·ln(0.366025/0.5) + 0.633975·ln(0.633975/0.5) = 0.036341
     branches = [torch.tensor([[0.0, LN3]]), torch.zeros(1, 2)]
-    terms = losses_multi.multi_branch(branches, torch.tensor([0]), 1.0, 1.0)
+    terms = multi_exit_losses.multi_branch(branches, torch.tensor([0]), 1.0, 1.0)
     expected = {
         "ce_branch1": 1.386294,
         "ce_branch2": 0.693147,
@@ -215,7 +216,7 @@ def test_multi_branch_terms_hand_computation():
     }
     # Gate all on branch 1: the ensemble is z1, so branch 1 has nothing to learn from it and
     #   kd_branch2 = KL([.25,.75] ‖ [.5,.5]) = 0.130812; ce_ensemble = ln 4.
-    gated = losses_multi.multi_branch(branches, torch.tensor([0]), 1.0, 1.0, torch.tensor([[1.0, 0.0]]))
+    gated = multi_exit_losses.multi_branch(branches, torch.tensor([0]), 1.0, 1.0, torch.tensor([[1.0, 0.0]]))
     assert gated["kd_branch1"].item() == pytest.approx(0.0, abs=1e-7)
     assert gated["kd_branch2"].item() == pytest.approx(0.130812, abs=1e-6)
     assert gated["ce_ensemble"].item() == pytest.approx(1.386294, abs=1e-6)
@@ -224,7 +225,7 @@ def test_multi_branch_terms_hand_computation():
 def test_multi_branch_ensemble_is_a_detached_teacher_in_the_kd_terms():
     z1 = torch.tensor([[0.0, LN3]], requires_grad=True)
     z2 = torch.zeros(1, 2, requires_grad=True)
-    terms = losses_multi.multi_branch([z1, z2], torch.tensor([0]), 1.0, 1.0)
+    terms = multi_exit_losses.multi_branch([z1, z2], torch.tensor([0]), 1.0, 1.0)
     terms["kd_branch2"].backward()
     assert z1.grad is None  # the ensemble (which contains z1) is not pulled towards branch 2
     # d KL(p_e ‖ p2)/d z2 = p2 − p_e = [0.5 − 0.366025, 0.5 − 0.633975]
@@ -235,27 +236,29 @@ def test_multi_branch_ensemble_is_a_detached_teacher_in_the_kd_terms():
 @given(st.lists(st.floats(-5, 5), min_size=3, max_size=3), st.integers(2, 4), st.floats(0.5, 5))
 def test_identical_branches_have_zero_kd_terms(values, branches, temperature):
     logits = torch.tensor([values])
-    terms = losses_multi.multi_branch([logits] * branches, torch.tensor([0]), temperature, 1.0)
+    terms = multi_exit_losses.multi_branch([logits] * branches, torch.tensor([0]), temperature, 1.0)
     assert all(abs(terms[f"kd_branch{k}"].item()) < 1e-5 for k in range(1, branches + 1))
 
 
 def test_top2_margin_ambiguity_and_schedule():
     probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
-    torch.testing.assert_close(losses_multi.top2_margin(probs), torch.tensor([0.2, 0.85]))
-    assert losses_multi.ambiguous_mask(probs, 0.25).tolist() == [True, False]
+    torch.testing.assert_close(multi_exit_losses.top2_margin(probs), torch.tensor([0.2, 0.85]))
+    assert multi_exit_losses.ambiguous_mask(probs, 0.25).tolist() == [True, False]
     with pytest.raises(ValueError, match=r"margin threshold must be in \[0, 1\], got 1.5"):
-        losses_multi.ambiguous_mask(probs, 1.5)
+        multi_exit_losses.ambiguous_mask(probs, 1.5)
     with pytest.raises(ValueError, match="K ≥ 2"):
-        losses_multi.top2_margin(torch.ones(2, 1))
+        multi_exit_losses.top2_margin(torch.ones(2, 1))
     # ⌊f·E⌋ + 1
-    assert [losses_multi.recalibration_start_epoch(e, f) for e, f in [(10, 0.5), (3, 0.5), (1, 0.5), (10, 0.0)]] == [
+    assert [
+        multi_exit_losses.recalibration_start_epoch(e, f) for e, f in [(10, 0.5), (3, 0.5), (1, 0.5), (10, 0.0)]
+    ] == [
         6,
         2,
         1,
         1,
     ]
     with pytest.raises(ValueError, match=r"start fraction must be in \[0, 1\), got 1.0"):
-        losses_multi.recalibration_start_epoch(10, 1.0)
+        multi_exit_losses.recalibration_start_epoch(10, 1.0)
 
 
 def test_ambiguity_self_kd_hand_computation():
@@ -271,12 +274,12 @@ def test_ambiguity_self_kd_hand_computation():
     final = torch.tensor([[0.0, LN3], [0.0, 0.0]])
     lower = torch.tensor([[0.0, 0.0], [LN3, 0.0]])
     labels = torch.tensor([0, 0])
-    terms = losses_multi.ambiguity_self_kd(final, lower, labels, 1.0, 0.5, 0.1, recalibrate=True)
+    terms = multi_exit_losses.ambiguity_self_kd(final, lower, labels, 1.0, 0.5, 0.1, recalibrate=True)
     assert terms["ce"].item() == pytest.approx(0.173287, abs=1e-6)
     assert terms["recalibration"].item() == pytest.approx(0.035960, abs=1e-6)
     assert terms["self_kd"].item() == pytest.approx(0.068663, abs=1e-6)
     assert terms["ce_lower"].item() == pytest.approx(0.490415, abs=1e-6)
-    plain = losses_multi.ambiguity_self_kd(final, lower, labels, 1.0, 0.5, 0.1, recalibrate=False)
+    plain = multi_exit_losses.ambiguity_self_kd(final, lower, labels, 1.0, 0.5, 0.1, recalibrate=False)
     assert plain["ce"].item() == pytest.approx(0.519860, abs=1e-6)
     assert plain["recalibration"].item() == 0.0
 
@@ -284,7 +287,7 @@ def test_ambiguity_self_kd_hand_computation():
 def test_ambiguity_self_kd_lower_head_learns_only_from_labels():
     final = torch.tensor([[0.0, LN3]], requires_grad=True)
     lower = torch.zeros(1, 2, requires_grad=True)
-    terms = losses_multi.ambiguity_self_kd(final, lower, torch.tensor([0]), 1.0, 0.5, 0.1, recalibrate=True)
+    terms = multi_exit_losses.ambiguity_self_kd(final, lower, torch.tensor([0]), 1.0, 0.5, 0.1, recalibrate=True)
     (terms["self_kd"] + terms["recalibration"]).backward()
     assert lower.grad is None  # q is a detached teacher
     terms["ce_lower"].backward()

@@ -9,13 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kdviz.distill.methods_multi_teacher  # noqa: F401  (registers the methods until __init__ imports it)
 from kdviz.data import DatasetError
 from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, load_run, predict_logits, train
-from kdviz.distill import losses_multi_teacher as lm
-from kdviz.distill.losses import hinton_kd, kd_kl
-from kdviz.distill.methods_multi_teacher import EnsembleKD, GeneralizedDistillation, WeightedTeachers
+from kdviz.distill.losses import multi_teacher as multi_teacher_losses
+from kdviz.distill.losses.response import hinton_kd, kd_kl
+from kdviz.distill.methods.multi_teacher import EnsembleKD, GeneralizedDistillation, WeightedTeachers
 from kdviz.distill.trainer import input_view
 from kdviz.store import RunStore, config_hash
 
@@ -67,11 +66,11 @@ def student_config(dataset, **overrides):
 def test_mixed_soft_targets_and_ensemble_kd_by_hand():
     # teacher A p^T = [.8, .2], teacher B p^T = [.4, .6] at T=2 -> mean q = [.6, .4]
     teachers = torch.stack([logits_of([[0.8, 0.2]], 2.0), logits_of([[0.4, 0.6]], 2.0)])
-    torch.testing.assert_close(lm.mixed_soft_targets(teachers, 2.0), torch.tensor([[0.6, 0.4]]))
-    weighted = lm.mixed_soft_targets(teachers, 2.0, torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(multi_teacher_losses.mixed_soft_targets(teachers, 2.0), torch.tensor([[0.6, 0.4]]))
+    weighted = multi_teacher_losses.mixed_soft_targets(teachers, 2.0, torch.tensor([[0.25, 0.75]]))
     torch.testing.assert_close(weighted, torch.tensor([[0.5, 0.5]]))  # .25·.8 + .75·.4 = .5
     # student uniform: KL([.6,.4] ‖ [.5,.5]) = .6·ln1.2 + .4·ln.8 = 0.0201355; ×T²=4, ×α=.9 -> 0.0724879
-    terms = lm.multi_teacher_kd(torch.zeros(1, 2), teachers, torch.tensor([0]), 2.0, 0.9)
+    terms = multi_teacher_losses.multi_teacher_kd(torch.zeros(1, 2), teachers, torch.tensor([0]), 2.0, 0.9)
     assert sorted(terms) == ["ce", "kd"]
     assert terms["kd"].item() == pytest.approx(0.9 * 4 * (0.6 * LN(1.2) + 0.4 * LN(0.8)), rel=1e-5)
     assert terms["kd"].item() == pytest.approx(0.0724879, rel=1e-5)
@@ -80,15 +79,17 @@ def test_mixed_soft_targets_and_ensemble_kd_by_hand():
 
 def test_mixture_checks_shapes():
     with pytest.raises(ValueError, match="stacked M×B×K"):
-        lm.mixed_soft_targets(torch.zeros(4, 3), 1.0)
+        multi_teacher_losses.mixed_soft_targets(torch.zeros(4, 3), 1.0)
     with pytest.raises(ValueError, match="weights must be B×M = 4×2"):
-        lm.mixed_soft_targets(torch.zeros(2, 4, 3), 1.0, torch.ones(2, 4))
+        multi_teacher_losses.mixed_soft_targets(torch.zeros(2, 4, 3), 1.0, torch.ones(2, 4))
 
 
 def test_ensemble_of_identical_teachers_is_hinton_kd():
     torch.manual_seed(0)
     student, teacher, labels = torch.randn(5, 4), torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
-    ensemble = lm.multi_teacher_kd(student, torch.stack([teacher, teacher, teacher]), labels, 3.0, 0.7)
+    ensemble = multi_teacher_losses.multi_teacher_kd(
+        student, torch.stack([teacher, teacher, teacher]), labels, 3.0, 0.7
+    )
     single = hinton_kd(student, teacher, labels, 3.0, 0.7)
     for name in ("ce", "kd"):
         assert ensemble[name].item() == pytest.approx(single[name].item(), rel=1e-5)
@@ -102,7 +103,7 @@ def test_kl_to_the_mixture_is_at_most_the_mean_kl(seed, teachers, temperature):
     stacked = torch.randn(teachers, 6, 5, generator=generator) * 3
     student = torch.randn(6, 5, generator=generator) * 3
     labels = torch.zeros(6, dtype=torch.long)
-    mixture = lm.multi_teacher_kd(student, stacked, labels, temperature, 1.0)["kd"]
+    mixture = multi_teacher_losses.multi_teacher_kd(student, stacked, labels, temperature, 1.0)["kd"]
     mean_kl = torch.stack([kd_kl(student, t, temperature) for t in stacked]).mean()
     assert mixture.item() <= mean_kl.item() + 1e-5
 
@@ -114,14 +115,18 @@ def test_confidence_weights_by_hand():
     # y = 0: teacher A gives the true class .8, B gives .4 -> τ=1: [2/3, 1/3]; τ=.5: ∝ p² -> [.8, .2]
     teachers = torch.stack([logits_of([[0.8, 0.2]]), logits_of([[0.4, 0.6]])])
     labels = torch.tensor([0])
-    torch.testing.assert_close(lm.confidence_weights(teachers, labels, 1.0), torch.tensor([[2 / 3, 1 / 3]]))
-    torch.testing.assert_close(lm.confidence_weights(teachers, labels, 0.5), torch.tensor([[0.8, 0.2]]))
+    torch.testing.assert_close(
+        multi_teacher_losses.confidence_weights(teachers, labels, 1.0), torch.tensor([[2 / 3, 1 / 3]])
+    )
+    torch.testing.assert_close(
+        multi_teacher_losses.confidence_weights(teachers, labels, 0.5), torch.tensor([[0.8, 0.2]])
+    )
 
 
 def test_teacher_features_by_hand():
     teachers = torch.stack([logits_of([[0.8, 0.2]]), logits_of([[0.4, 0.6]])])
-    features = lm.teacher_features(teachers, torch.tensor([[0.0, 1.0]]), torch.tensor([0]))
-    assert features.shape == (1, 2, lm.NUM_TEACHER_FEATURES)
+    features = multi_teacher_losses.teacher_features(teachers, torch.tensor([[0.0, 1.0]]), torch.tensor([0]))
+    assert features.shape == (1, 2, multi_teacher_losses.NUM_TEACHER_FEATURES)
     entropy_a = -(0.8 * LN(0.8) + 0.2 * LN(0.2)) / LN(2)  # 0.721928
     entropy_b = -(0.4 * LN(0.4) + 0.6 * LN(0.6)) / LN(2)  # 0.970951
     expected = torch.tensor([[[0.8, entropy_a, 0.8, 0.0], [0.6, entropy_b, 0.4, 1.0]]])
@@ -132,20 +137,20 @@ def test_reinforce_loss_gradient_by_hand():
     # uniform policy over 2 teachers, teacher 0 chosen: loss = -A·ln .5, d/dscores = -A·(onehot - π)
     for advantage, gradient in ((2.0, [-1.0, 1.0]), (-2.0, [1.0, -1.0])):
         scores = torch.zeros(1, 2, requires_grad=True)
-        loss = lm.reinforce_loss(scores, torch.tensor([0]), torch.tensor([advantage]))
+        loss = multi_teacher_losses.reinforce_loss(scores, torch.tensor([0]), torch.tensor([advantage]))
         assert loss.item() == pytest.approx(advantage * LN(2), rel=1e-6)
         loss.backward()
         torch.testing.assert_close(scores.grad, torch.tensor([gradient]))
     # the batch mean: two samples with opposite choices and equal advantages cancel out
     scores = torch.zeros(2, 2, requires_grad=True)
-    lm.reinforce_loss(scores, torch.tensor([0, 1]), torch.tensor([1.0, 1.0])).backward()
+    multi_teacher_losses.reinforce_loss(scores, torch.tensor([0, 1]), torch.tensor([1.0, 1.0])).backward()
     torch.testing.assert_close(scores.grad, torch.tensor([[-0.25, 0.25], [0.25, -0.25]]))
 
 
 def test_moving_baseline_by_hand():
-    assert lm.moving_baseline(torch.tensor(0.1), torch.tensor(0.5), 0.9).item() == pytest.approx(0.14)
+    assert multi_teacher_losses.moving_baseline(torch.tensor(0.1), torch.tensor(0.5), 0.9).item() == pytest.approx(0.14)
     with pytest.raises(ValueError, match="momentum must be in"):
-        lm.moving_baseline(torch.tensor(0.0), torch.tensor(1.0), 1.0)
+        multi_teacher_losses.moving_baseline(torch.tensor(0.0), torch.tensor(1.0), 1.0)
 
 
 def _reinforce_method(policy_lr=0.01):
@@ -199,26 +204,30 @@ def test_generalized_distillation_by_hand():
     # teacher p^T = [.75, .25] at T=2, student uniform, λ = .5:
     # imitation = .5·KL([.75,.25] ‖ [.5,.5]) = .5·(.75·ln1.5 + .25·ln.5) = 0.0654060; no T² factor
     teacher = logits_of([[0.75, 0.25]], 2.0)
-    terms = lm.generalized_distillation(torch.zeros(1, 2), teacher, torch.tensor([0]), 2.0, 0.5)
+    terms = multi_teacher_losses.generalized_distillation(torch.zeros(1, 2), teacher, torch.tensor([0]), 2.0, 0.5)
     assert sorted(terms) == ["ce", "imitation"]
     assert terms["imitation"].item() == pytest.approx(0.5 * (0.75 * LN(1.5) + 0.25 * LN(0.5)), rel=1e-5)
     assert terms["imitation"].item() == pytest.approx(0.0654060, rel=1e-5)
     assert terms["ce"].item() == pytest.approx(0.5 * LN(2), rel=1e-6)
     # the student is not softened: student logits [ln 3, 0] give p_s = [.75, .25] = s, so KL is 0
-    matched = lm.generalized_distillation(torch.tensor([[LN(3), 0.0]]), teacher, torch.tensor([0]), 2.0, 0.5)
+    matched = multi_teacher_losses.generalized_distillation(
+        torch.tensor([[LN(3), 0.0]]), teacher, torch.tensor([0]), 2.0, 0.5
+    )
     assert matched["imitation"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_same_class_matches_pick_another_sample_of_the_class():
     labels = torch.tensor([0, 0, 1, 1, 1, 2, 0])
     candidates = torch.tensor([0, 1, 2, 3, 4, 5])  # position 6 is outside the training subset
-    matches = lm.same_class_matches(labels, candidates, seed=0)
+    matches = multi_teacher_losses.same_class_matches(labels, candidates, seed=0)
     assert matches[:2].tolist() == [1, 0]  # a class of two: the other one
     assert matches[5].item() == 5  # alone in its class: itself
     assert matches[6].item() == 6  # outside the subset: untouched
     for i in (2, 3, 4):
         assert matches[i].item() in {2, 3, 4} - {i}
-    assert torch.equal(matches, lm.same_class_matches(labels, candidates, seed=0))  # fixed by the seed
+    assert torch.equal(
+        matches, multi_teacher_losses.same_class_matches(labels, candidates, seed=0)
+    )  # fixed by the seed
 
 
 @settings(max_examples=40, deadline=None)
@@ -227,7 +236,7 @@ def test_same_class_matches_stay_in_class_and_subset(labels, seed, data):
     labels = torch.tensor(labels)
     chosen = data.draw(st.lists(st.integers(0, len(labels) - 1), min_size=1, unique=True))
     candidates = torch.tensor(sorted(chosen))
-    matches = lm.same_class_matches(labels, candidates, seed)
+    matches = multi_teacher_losses.same_class_matches(labels, candidates, seed)
     for i in candidates.tolist():
         j = matches[i].item()
         same_class = [k for k in candidates.tolist() if labels[k] == labels[i]]
@@ -242,7 +251,7 @@ def test_mutual_learning_by_hand():
     # peer 0 uniform, peer 1 p = [.75, .25], y = 0
     peer0 = torch.zeros(1, 2, requires_grad=True)
     peer1 = torch.tensor([[LN(3), 0.0]], requires_grad=True)
-    terms = lm.mutual_learning([peer0, peer1], torch.tensor([0]), kl_weight=1.0)
+    terms = multi_teacher_losses.mutual_learning([peer0, peer1], torch.tensor([0]), kl_weight=1.0)
     assert terms["ce"].item() == pytest.approx(LN(2), rel=1e-6)
     assert terms["mutual_kl"].item() == pytest.approx(0.75 * LN(1.5) + 0.25 * LN(0.5), rel=1e-5)  # KL(p1 ‖ p0)
     assert terms["peers_ce"].item() == pytest.approx(-LN(0.75), rel=1e-6)
@@ -254,13 +263,13 @@ def test_mutual_learning_by_hand():
 
 def test_mutual_learning_averages_over_the_other_peers():
     a, b, c = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0]])
-    terms = lm.mutual_learning([a, b, c], torch.tensor([1]), kl_weight=2.0)
+    terms = multi_teacher_losses.mutual_learning([a, b, c], torch.tensor([1]), kl_weight=2.0)
     expected_0 = 2.0 * (kd_kl(a, b, 1.0) + kd_kl(a, c, 1.0)) / 2
     expected_rest = 2.0 * (kd_kl(b, a, 1.0) + kd_kl(b, c, 1.0)) / 2 + 2.0 * (kd_kl(c, a, 1.0) + kd_kl(c, b, 1.0)) / 2
     assert terms["mutual_kl"].item() == pytest.approx(expected_0.item(), rel=1e-6)
     assert terms["peers_kl"].item() == pytest.approx(expected_rest.item(), rel=1e-6)
     with pytest.raises(ValueError, match="at least 2 peers"):
-        lm.mutual_learning([a], torch.tensor([1]), 1.0)
+        multi_teacher_losses.mutual_learning([a], torch.tensor([1]), 1.0)
 
 
 # --- cards, requirements and config checks ------------------------------------------------------------

@@ -6,11 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import kdviz.distill.methods_response  # noqa: F401  (registers the methods until __init__ imports it)
 from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
-from kdviz.distill import losses_response as lr
-from kdviz.distill.losses import kd_kl
+from kdviz.distill.losses import response as response_losses
+from kdviz.distill.losses.response import kd_kl
 from kdviz.distill.registry import Batch
 
 LN = math.log
@@ -40,12 +39,14 @@ def test_dkd_parts_match_hand_computation():
     # NCKD = KL([.6,.4] ‖ [.5,.5]) = .6·ln1.2 + .4·ln.8 = 0.0201356;      ×T²=4 -> 0.0805422
     student = torch.zeros(1, 3)
     teacher = teacher_at([[0.5, 0.3, 0.2]], 2.0)
-    tckd, nckd = lr.dkd_parts(student, teacher, torch.tensor([0]), temperature=2.0)
+    tckd, nckd = response_losses.dkd_parts(student, teacher, torch.tensor([0]), temperature=2.0)
     assert tckd.item() == pytest.approx(4 * (0.5 * LN(1.5) + 0.5 * LN(0.75)), rel=1e-5)
     assert tckd.item() == pytest.approx(0.235566, rel=1e-5)
     assert nckd.item() == pytest.approx(0.0805422, rel=1e-5)
     # weighted terms: α=1, β=8, warm-up 0.5 -> tckd 0.117783, nckd 0.5·8·0.0805437 = 0.322175; ce = ln 3
-    terms = lr.dkd(student, teacher, torch.tensor([0]), 2.0, alpha=1.0, beta=8.0, ce_weight=1.0, warmup=0.5)
+    terms = response_losses.dkd(
+        student, teacher, torch.tensor([0]), 2.0, alpha=1.0, beta=8.0, ce_weight=1.0, warmup=0.5
+    )
     assert sorted(terms) == ["ce", "nckd", "tckd"]
     assert terms["tckd"].item() == pytest.approx(0.117783, rel=1e-5)
     assert terms["nckd"].item() == pytest.approx(0.322169, rel=1e-5)
@@ -57,33 +58,37 @@ def test_dkd_decomposes_kd():
     torch.manual_seed(0)
     student, teacher = torch.randn(1, 5) * 2, torch.randn(1, 5) * 2
     labels = torch.tensor([3])
-    tckd, nckd = lr.dkd_parts(student, teacher, labels, temperature=3.0)
+    tckd, nckd = response_losses.dkd_parts(student, teacher, labels, temperature=3.0)
     p_target = torch.softmax(teacher / 3.0, dim=-1)[0, 3]
     assert (tckd + (1 - p_target) * nckd).item() == pytest.approx(kd_kl(student, teacher, 3.0).item(), rel=1e-5)
 
 
 def test_dkd_stable_for_confident_logits_and_two_classes():
     student = torch.tensor([[60.0, -60.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
-    tckd, nckd = lr.dkd_parts(student, torch.tensor([[80.0, -80.0, 0.0], [1.0, 2.0, 3.0]]), torch.tensor([0, 2]), 1.0)
+    tckd, nckd = response_losses.dkd_parts(
+        student, torch.tensor([[80.0, -80.0, 0.0], [1.0, 2.0, 3.0]]), torch.tensor([0, 2]), 1.0
+    )
     (tckd + nckd).backward()
     assert torch.isfinite(student.grad).all()
-    _, nckd_two = lr.dkd_parts(torch.randn(4, 2), torch.randn(4, 2), torch.tensor([0, 1, 1, 0]), 4.0)
+    _, nckd_two = response_losses.dkd_parts(torch.randn(4, 2), torch.randn(4, 2), torch.tensor([0, 1, 1, 0]), 4.0)
     assert nckd_two.item() == 0.0  # one non-target class: nothing to distribute
 
 
 def test_dkd_warmup_scales_to_run_length():
-    assert lr.dkd_warmup_factor(10, 240, 20 / 240) == pytest.approx(0.5)  # mdistiller: epoch 10 of a 20-epoch ramp
-    assert lr.dkd_warmup_factor(25, 240, 20 / 240) == 1.0
-    assert lr.dkd_warmup_factor(1, 24, 20 / 240) == pytest.approx(0.5)  # ramp of 2 epochs
-    assert lr.dkd_warmup_factor(1, 12, 20 / 240) == pytest.approx(1.0)
-    assert lr.dkd_warmup_factor(1, 10, 0.0) == 1.0
+    assert response_losses.dkd_warmup_factor(10, 240, 20 / 240) == pytest.approx(
+        0.5
+    )  # mdistiller: epoch 10 of a 20-epoch ramp
+    assert response_losses.dkd_warmup_factor(25, 240, 20 / 240) == 1.0
+    assert response_losses.dkd_warmup_factor(1, 24, 20 / 240) == pytest.approx(0.5)  # ramp of 2 epochs
+    assert response_losses.dkd_warmup_factor(1, 12, 20 / 240) == pytest.approx(1.0)
+    assert response_losses.dkd_warmup_factor(1, 10, 0.0) == 1.0
     # the method reads the epoch from the batch and the length from the run config
     method = get_method("dkd")
     ctx = SimpleNamespace(config={"epochs": 24})
     student, teacher = torch.zeros(1, 3), teacher_at([[0.5, 0.3, 0.2]], 4.0)
     batch = Batch(x=torch.zeros(1, 2), y=torch.tensor([0]), index=torch.tensor([0]), teacher_logits=teacher, epoch=1)
     terms = method.loss_terms(ctx, batch, student)
-    full = lr.dkd(student, teacher, torch.tensor([0]), 4.0, 1.0, 8.0, 1.0, 1.0)
+    full = response_losses.dkd(student, teacher, torch.tensor([0]), 4.0, 1.0, 8.0, 1.0, 1.0)
     assert terms["nckd"].item() == pytest.approx(0.5 * full["nckd"].item(), rel=1e-6)
     assert terms["ce"].item() == pytest.approx(full["ce"].item(), rel=1e-6)
 
@@ -92,13 +97,13 @@ def test_dkd_warmup_scales_to_run_length():
 
 
 def test_virtual_teacher_and_tf_kd_hand_computation():
-    probs = lr.virtual_teacher_probs(torch.tensor([0, 2]), 3, 0.9)
+    probs = response_losses.virtual_teacher_probs(torch.tensor([0, 2]), 3, 0.9)
     assert torch.allclose(probs, torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]]))
     # soften at T=2: sqrt -> [.948683, .223607, .223607] / 1.395897 = [.679623, .160188, .160188]
-    softened = lr.soften(probs[:1], 2.0)
+    softened = response_losses.soften(probs[:1], 2.0)
     assert torch.allclose(softened, torch.tensor([[0.679623, 0.160188, 0.160188]]), atol=1e-6)
     # student uniform: KL(q ‖ u) = ln3 - H(q) = 1.098612 - 0.849221 = 0.249391; ×T²·α = ×4·.5 -> 0.498782
-    terms = lr.tf_kd(torch.zeros(1, 3), torch.tensor([0]), correct_prob=0.9, temperature=2.0, alpha=0.5)
+    terms = response_losses.tf_kd(torch.zeros(1, 3), torch.tensor([0]), correct_prob=0.9, temperature=2.0, alpha=0.5)
     assert terms["kd_virtual"].item() == pytest.approx(0.498782, rel=1e-4)
     assert terms["ce"].item() == pytest.approx(0.5 * LN(3), rel=1e-6)
 
@@ -119,10 +124,10 @@ def test_hard_teacher_hand_computation():
     # student p = [.25, .5, .25]; teacher argmax = 1; gold label 0
     student = torch.tensor([[0.0, LN(2), 0.0]])
     teacher = torch.tensor([[0.0, 5.0, 1.0]])
-    terms = lr.hard_teacher(student, teacher, torch.tensor([0]), alpha=1.0)
+    terms = response_losses.hard_teacher(student, teacher, torch.tensor([0]), alpha=1.0)
     assert terms["ce_teacher"].item() == pytest.approx(LN(2), rel=1e-6)  # -ln .5
     assert terms["ce"].item() == 0.0
-    terms = lr.hard_teacher(student, teacher, torch.tensor([0]), alpha=0.25)
+    terms = response_losses.hard_teacher(student, teacher, torch.tensor([0]), alpha=0.25)
     assert terms["ce"].item() == pytest.approx(0.75 * LN(4), rel=1e-6)  # 1.039721
     assert terms["ce_teacher"].item() == pytest.approx(0.25 * LN(2), rel=1e-6)  # 0.173287
 
@@ -139,9 +144,11 @@ SEL_LABELS = torch.tensor([0, 0, 0, 1])
 def test_selective_kd_hand_computation():
     ce = torch.nn.functional.cross_entropy(SEL_STUDENT, SEL_LABELS, reduction="none")
     assert ce.tolist() == pytest.approx([0.693147, 0.126928, 2.126928, 1.313262], rel=1e-5)
-    selected = lr.hardest_mask(ce, 0.5)
+    selected = response_losses.hardest_mask(ce, 0.5)
     assert selected.tolist() == [False, False, True, True]
-    terms = lr.selective_kd(SEL_STUDENT, torch.zeros(4, 2), SEL_LABELS, selected, temperature=1.0, alpha=0.5)
+    terms = response_losses.selective_kd(
+        SEL_STUDENT, torch.zeros(4, 2), SEL_LABELS, selected, temperature=1.0, alpha=0.5
+    )
     # α/B · (.433781 + .120115) = .5/4 · .553896 = .069237;  ce: .5 · mean CE = .5 · 1.065066 = .532533
     assert terms["kd_selected"].item() == pytest.approx(0.069237, rel=1e-4)
     assert terms["ce"].item() == pytest.approx(0.532533, rel=1e-5)
@@ -150,9 +157,13 @@ def test_selective_kd_hand_computation():
 def test_selective_kd_with_everything_selected_is_kd():
     torch.manual_seed(1)
     student, teacher, labels = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
-    terms = lr.selective_kd(student, teacher, labels, torch.ones(6, dtype=torch.bool), 4.0, 0.9)
+    terms = response_losses.selective_kd(student, teacher, labels, torch.ones(6, dtype=torch.bool), 4.0, 0.9)
     assert terms["kd_selected"].item() == pytest.approx(0.9 * kd_kl(student, teacher, 4.0).item(), rel=1e-5)
-    assert lr.num_selected(5, 0.5) == 3 and lr.num_selected(4, 0.5) == 2 and lr.num_selected(3, 0.01) == 1
+    assert (
+        response_losses.num_selected(5, 0.5) == 3
+        and response_losses.num_selected(4, 0.5) == 2
+        and response_losses.num_selected(3, 0.01) == 1
+    )
 
 
 def test_selective_kd_global_queue_threshold_and_length():
@@ -182,17 +193,17 @@ def test_selective_kd_rejects_non_binary_queue_flag():
 def test_permute_non_target_hand_computation():
     probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
     # label 1: non-label classes [0,2,3]; permutation [2,0,1] sends them p[3], p[0], p[2]
-    permuted = lr.permute_non_target(probs, torch.tensor([1]), torch.tensor([[2, 0, 1]]))
+    permuted = response_losses.permute_non_target(probs, torch.tensor([1]), torch.tensor([[2, 0, 1]]))
     assert torch.allclose(permuted, torch.tensor([[0.4, 0.2, 0.1, 0.3]]))
     with pytest.raises(ValueError, match=r"permutations must be 1×3, got \(1, 4\)"):
-        lr.permute_non_target(probs, torch.tensor([1]), torch.tensor([[0, 1, 2, 3]]))
+        response_losses.permute_non_target(probs, torch.tensor([1]), torch.tensor([[0, 1, 2, 3]]))
 
 
 def test_teacher_mass_smoothing_hand_computation():
-    targets = lr.teacher_mass_smoothing(torch.tensor([[0.1, 0.2, 0.3, 0.4]]), torch.tensor([1]))
+    targets = response_losses.teacher_mass_smoothing(torch.tensor([[0.1, 0.2, 0.3, 0.4]]), torch.tensor([1]))
     assert torch.allclose(targets, torch.tensor([[0.8 / 3, 0.2, 0.8 / 3, 0.8 / 3]]))
     # KL term against a uniform student at T=1, α=1: Σ q ln(4q) = .2·ln.8 + .8·ln(3.2/3) = -.044629 + .051631
-    terms = lr.kd_to_targets(torch.zeros(1, 4), targets, torch.tensor([1]), 1.0, 1.0, "kd_teacher_mass")
+    terms = response_losses.kd_to_targets(torch.zeros(1, 4), targets, torch.tensor([1]), 1.0, 1.0, "kd_teacher_mass")
     assert terms["kd_teacher_mass"].item() == pytest.approx(0.2 * LN(0.8) + 0.8 * LN(3.2 / 3), rel=1e-4)
 
 
@@ -200,9 +211,11 @@ def test_soft_target_kl_is_kd_for_teacher_probs_and_handles_zeros():
     torch.manual_seed(2)
     student, teacher = torch.randn(5, 3), torch.randn(5, 3)
     probs = torch.softmax(teacher / 2.0, dim=-1)
-    assert lr.soft_target_kl(student, probs, 2.0).item() == pytest.approx(kd_kl(student, teacher, 2.0).item(), rel=1e-5)
+    assert response_losses.soft_target_kl(student, probs, 2.0).item() == pytest.approx(
+        kd_kl(student, teacher, 2.0).item(), rel=1e-5
+    )
     one_hot = torch.tensor([[1.0, 0.0, 0.0]])
-    assert lr.soft_target_kl(torch.zeros(1, 3), one_hot, 1.0).item() == pytest.approx(LN(3), rel=1e-6)
+    assert response_losses.soft_target_kl(torch.zeros(1, 3), one_hot, 1.0).item() == pytest.approx(LN(3), rel=1e-6)
 
 
 # --- end to end --------------------------------------------------------------------------------------
@@ -253,11 +266,13 @@ def test_controls_refuse_two_classes(name):
 
 def test_per_sample_permutations_are_fixed_and_seeded():
     index = torch.arange(500)
-    perms = lr.per_sample_permutations(index, 5, seed=0)
+    perms = response_losses.per_sample_permutations(index, 5, seed=0)
     assert perms.shape == (500, 5)
     assert (perms.sort(dim=1).values == torch.arange(5)).all()  # each row is a permutation
-    assert torch.equal(lr.per_sample_permutations(index[[7, 3]], 5, seed=0), perms[[7, 3]])  # batch-independent
-    assert not torch.equal(lr.per_sample_permutations(index, 5, seed=1), perms)
+    assert torch.equal(
+        response_losses.per_sample_permutations(index[[7, 3]], 5, seed=0), perms[[7, 3]]
+    )  # batch-independent
+    assert not torch.equal(response_losses.per_sample_permutations(index, 5, seed=1), perms)
     # roughly uniform: about 1/5 of rows send position 0 each source (not always the identity)
     counts = torch.bincount(perms[:, 0], minlength=5).float() / 500
     assert ((counts > 0.12) & (counts < 0.28)).all(), counts
@@ -270,31 +285,35 @@ def test_permuted_kd_method_scrambles_only_non_targets():
     batch = Batch(x=torch.zeros(6, 2), y=labels, index=index, teacher_logits=teacher)
     method = get_method("permuted_kd", {"temperature": 2.0, "alpha": 1.0})
     probs = torch.softmax(teacher / 2.0, dim=-1)
-    targets = lr.permute_non_target(probs, labels, lr.per_sample_permutations(index, 4, 0))
+    targets = response_losses.permute_non_target(probs, labels, response_losses.per_sample_permutations(index, 4, 0))
     assert torch.equal(targets.gather(1, labels[:, None]), probs.gather(1, labels[:, None]))
     assert torch.allclose(targets.sort(dim=1).values, probs.sort(dim=1).values)  # same values, moved
     assert not torch.allclose(targets, probs)
     term = method.loss_terms(None, batch, student)["kd_permuted"]
-    assert term.item() == pytest.approx(lr.soft_target_kl(student, targets, 2.0).item(), rel=1e-6)
+    assert term.item() == pytest.approx(response_losses.soft_target_kl(student, targets, 2.0).item(), rel=1e-6)
 
 
 # --- sampled KD --------------------------------------------------------------------------------------
 
 
 def test_top_k_targets_hand_computation():
-    targets = lr.top_k_targets(torch.tensor([[0.5, 0.3, 0.15, 0.05]]), 2)
+    targets = response_losses.top_k_targets(torch.tensor([[0.5, 0.3, 0.15, 0.05]]), 2)
     assert torch.allclose(targets, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
     # uniform student, T=1: .625·ln(.625·4) + .375·ln(.375·4) = .572682 + .152049 = .724731
-    assert lr.soft_target_kl(torch.zeros(1, 4), targets, 1.0).item() == pytest.approx(0.724731, rel=1e-5)
+    assert response_losses.soft_target_kl(torch.zeros(1, 4), targets, 1.0).item() == pytest.approx(0.724731, rel=1e-5)
     with pytest.raises(ValueError, match="top-k needs 1 <= k <= 4 classes, got 5"):
-        lr.top_k_targets(targets, 5)
+        response_losses.top_k_targets(targets, 5)
 
 
 def test_proposals_and_inclusion_hand_computation():
-    assert lr.inclusion_probs(torch.tensor([0.5, 0.1]), 2).tolist() == pytest.approx([0.75, 0.19], rel=1e-6)
-    assert lr.inclusion_probs(torch.tensor([0.1]), 3).item() == pytest.approx(0.271, rel=1e-6)  # 1 - .9³
+    assert response_losses.inclusion_probs(torch.tensor([0.5, 0.1]), 2).tolist() == pytest.approx(
+        [0.75, 0.19], rel=1e-6
+    )
+    assert response_losses.inclusion_probs(torch.tensor([0.1]), 3).item() == pytest.approx(0.271, rel=1e-6)  # 1 - .9³
     # |p_t - p_s| = [0, .2, .1, .1] / .4 = [0, .5, .25, .25]; ε = .2 -> .8·that + .05
-    proposal = lr.dynamic_proposal(torch.tensor([[0.5, 0.5, 0.0, 0.0]]), torch.tensor([[0.5, 0.3, 0.1, 0.1]]), 0.2)
+    proposal = response_losses.dynamic_proposal(
+        torch.tensor([[0.5, 0.5, 0.0, 0.0]]), torch.tensor([[0.5, 0.3, 0.1, 0.1]]), 0.2
+    )
     assert torch.allclose(proposal, torch.tensor([[0.05, 0.45, 0.25, 0.25]]))
 
 
@@ -304,7 +323,7 @@ def test_sampled_kd_kl_hand_computation():
     # KL = ⅓·ln((1/3)/.6) + ⅔·ln((2/3)/.4) = -.195929 + .340550 = .144622
     student = torch.tensor([[LN(3), 0.0, 0.0, 0.0]], requires_grad=True)
     sampled = torch.tensor([[True, True, False, False]])
-    kl = lr.sampled_kd_kl(
+    kl = response_losses.sampled_kd_kl(
         student, torch.tensor([[0.4, 0.4, 0.1, 0.1]]), sampled, torch.tensor([[0.5, 0.25, 0.25, 0.0]]), 1.0
     )
     assert kl.item() == pytest.approx(0.144622, rel=1e-5)
@@ -316,10 +335,12 @@ def test_sampled_kd_approaches_full_kd_with_many_draws():
     torch.manual_seed(4)
     student, teacher = torch.randn(3, 6), torch.randn(3, 6)
     teacher_probs = torch.softmax(teacher / 2.0, dim=-1)
-    proposal = lr.mix_uniform(teacher_probs, 0.1)
-    sampled = lr.sample_classes(proposal, 20_000)
+    proposal = response_losses.mix_uniform(teacher_probs, 0.1)
+    sampled = response_losses.sample_classes(proposal, 20_000)
     assert sampled.all()
-    kl = lr.sampled_kd_kl(student, teacher_probs, sampled, lr.inclusion_probs(proposal, 20_000), 2.0)
+    kl = response_losses.sampled_kd_kl(
+        student, teacher_probs, sampled, response_losses.inclusion_probs(proposal, 20_000), 2.0
+    )
     assert kl.item() == pytest.approx(kd_kl(student, teacher, 2.0).item(), rel=1e-4)
 
 

@@ -13,10 +13,9 @@ from kdviz.distill import (
     TrainConfig,
     fit,
     get_method,
-    losses_self,
     method_class,
-    methods_self,  # noqa: F401  (registers the methods until kdviz.distill imports it)
 )
+from kdviz.distill.losses import self as self_losses
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 SELF_METHODS = ("ps_kd", "sd_dropout", "embedding_self_kd", "srdl")
@@ -27,10 +26,10 @@ SELF_METHODS = ("ps_kd", "sd_dropout", "embedding_self_kd", "srdl")
 
 def test_progressive_alpha_schedule():
     # α_t = α_T·t/T: 0.8·3/10 = 0.24; the last epoch reaches α_T itself.
-    assert losses_self.progressive_alpha(3, 10, 0.8) == pytest.approx(0.24)
-    assert losses_self.progressive_alpha(10, 10, 0.8) == pytest.approx(0.8)
+    assert self_losses.progressive_alpha(3, 10, 0.8) == pytest.approx(0.24)
+    assert self_losses.progressive_alpha(10, 10, 0.8) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="epoch must be in 1..10, got 0"):
-        losses_self.progressive_alpha(0, 10, 0.8)
+        self_losses.progressive_alpha(0, 10, 0.8)
 
 
 def test_progressive_self_kd_hand_computation():
@@ -42,16 +41,16 @@ def test_progressive_self_kd_hand_computation():
     # Batch means: ce = (0.831777 + 0.693147)/2 = 0.762462; self_kd = 0.334795/2 = 0.167398.
     logits = torch.tensor([[0.0, LN3], [0.0, 0.0]])
     previous = torch.tensor([[0.5, 0.5], [0.9, 0.1]])  # row 2 must be ignored
-    terms = losses_self.progressive_self_kd(logits, torch.tensor([0, 1]), previous, 0.4, torch.tensor([True, False]))
+    terms = self_losses.progressive_self_kd(logits, torch.tensor([0, 1]), previous, 0.4, torch.tensor([True, False]))
     assert terms["ce"].item() == pytest.approx(0.762462, abs=1e-6)
     assert terms["self_kd"].item() == pytest.approx(0.167398, abs=1e-6)
-    alone = losses_self.progressive_self_kd(logits[:1], torch.tensor([0]), previous[:1], 0.4)
+    alone = self_losses.progressive_self_kd(logits[:1], torch.tensor([0]), previous[:1], 0.4)
     assert sum(alone.values()).item() == pytest.approx(1.166572, abs=1e-6)
 
 
 def test_progressive_self_kd_rejects_mismatched_previous_probs():
     with pytest.raises(ValueError, match=r"previous_probs must have the logits' shape \(2, 3\), got \(2, 2\)"):
-        losses_self.progressive_self_kd(torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2, 2), 0.5)
+        self_losses.progressive_self_kd(torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2, 2), 0.5)
 
 
 def test_symmetric_kl_hand_computation_and_temperature():
@@ -59,16 +58,16 @@ def test_symmetric_kl_hand_computation_and_temperature():
     # KL(a‖b) = 0.25·ln 0.5 + 0.75·ln 1.5 = -0.173287 + 0.304099 = 0.130812
     # KL(b‖a) = 0.5·ln 2 + 0.5·ln(2/3) = 0.346574 - 0.202733 = 0.143841;  sum = 0.274653 (= ln 3 / 4)
     a, b = torch.tensor([[0.0, LN3]]), torch.zeros(1, 2)
-    assert losses_self.symmetric_kl(a, b, 1.0).item() == pytest.approx(0.274653, abs=1e-6)
-    assert losses_self.symmetric_kl(b, a, 1.0).item() == pytest.approx(0.274653, abs=1e-6)
+    assert self_losses.symmetric_kl(a, b, 1.0).item() == pytest.approx(0.274653, abs=1e-6)
+    assert self_losses.symmetric_kl(b, a, 1.0).item() == pytest.approx(0.274653, abs=1e-6)
     # At T = 2, logits [0, 2 ln 3] soften to the same p_a; T² = 4 gives 1.098612.
-    assert losses_self.symmetric_kl(2 * a, b, 2.0).item() == pytest.approx(1.098612, abs=1e-5)
+    assert self_losses.symmetric_kl(2 * a, b, 2.0).item() == pytest.approx(1.098612, abs=1e-5)
 
 
 def test_sd_dropout_terms_hand_computation():
     # ce = -ln 0.75 = 0.287682 (y = 1 under [0.25, 0.75]); dropout_kl = 0.1 · 0.274653 = 0.0274653
     logits = torch.tensor([[0.0, LN3]])
-    terms = losses_self.sd_dropout(logits, logits, torch.zeros(1, 2), torch.tensor([1]), 1.0, 0.1)
+    terms = self_losses.sd_dropout(logits, logits, torch.zeros(1, 2), torch.tensor([1]), 1.0, 0.1)
     assert terms["ce"].item() == pytest.approx(0.287682, abs=1e-6)
     assert terms["dropout_kl"].item() == pytest.approx(0.0274653, abs=1e-6)
 
@@ -79,14 +78,14 @@ def test_class_embedding_targets_hand_computation():
     # T = 1, y = 1: [1, e, 1] / (2 + e) = [0.211942, 0.576117, 0.211942]
     # T = 0.5, y = 0: [e², 1, e⁻²] / 8.524391 = [0.866813, 0.117311, 0.015876]
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], requires_grad=True)
-    targets = losses_self.class_embedding_targets(weights, torch.tensor([0, 1]), 1.0)
+    targets = self_losses.class_embedding_targets(weights, torch.tensor([0, 1]), 1.0)
     expected = torch.tensor([[0.665241, 0.244728, 0.090031], [0.211942, 0.576117, 0.211942]])
     torch.testing.assert_close(targets, expected, atol=1e-6, rtol=0)
     assert not targets.requires_grad  # detached: the targets do not pull on the class vectors
-    sharp = losses_self.class_embedding_targets(weights, torch.tensor([0]), 0.5)
+    sharp = self_losses.class_embedding_targets(weights, torch.tensor([0]), 0.5)
     torch.testing.assert_close(sharp, torch.tensor([[0.866813, 0.117311, 0.015876]]), atol=1e-6, rtol=0)
     # Cosine ignores the vectors' lengths.
-    torch.testing.assert_close(losses_self.class_embedding_targets(3 * weights, torch.tensor([0, 1]), 1.0), targets)
+    torch.testing.assert_close(self_losses.class_embedding_targets(3 * weights, torch.tensor([0, 1]), 1.0), targets)
 
 
 def test_embedding_self_kd_terms_hand_computation():
@@ -95,7 +94,7 @@ def test_embedding_self_kd_terms_hand_computation():
     # KL(q ‖ u) = ln 3 - H(q); H(q) = 0.665241·0.407606 + 0.244728·1.407606 + 0.090031·2.407606 = 0.832397
     #   -> KL = 1.098612 - 0.832397 = 0.266215; term = 0.5·0.266215 = 0.133108
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    terms = losses_self.embedding_self_kd(torch.zeros(1, 3), torch.tensor([0]), weights, 1.0, 0.5)
+    terms = self_losses.embedding_self_kd(torch.zeros(1, 3), torch.tensor([0]), weights, 1.0, 0.5)
     assert terms["ce"].item() == pytest.approx(0.549306, abs=1e-6)
     assert terms["embedding_kd"].item() == pytest.approx(0.133108, abs=1e-5)
 
@@ -103,11 +102,11 @@ def test_embedding_self_kd_terms_hand_computation():
 def test_self_referenced_kd_stages_hand_computation():
     # Stage 1 (no reference): plain CE = ln 2 and a zero self-reference term.
     student, labels = torch.zeros(1, 2), torch.tensor([0])
-    first = losses_self.self_referenced_kd(student, labels, None, 1.0, 0.5)
+    first = self_losses.self_referenced_kd(student, labels, None, 1.0, 0.5)
     assert first["ce"].item() == pytest.approx(LN2, abs=1e-6) and first["self_ref_kd"].item() == 0.0
     # Stage 2: reference [ln 3, 0] -> [0.75, 0.25]; KL([0.75, 0.25] ‖ [0.5, 0.5]) = 0.130812.
     #   ce = 0.5·ln 2 = 0.346574; self_ref_kd = 0.5·0.130812 = 0.065406
-    second = losses_self.self_referenced_kd(student, labels, torch.tensor([[LN3, 0.0]]), 1.0, 0.5)
+    second = self_losses.self_referenced_kd(student, labels, torch.tensor([[LN3, 0.0]]), 1.0, 0.5)
     assert second["ce"].item() == pytest.approx(0.346574, abs=1e-6)
     assert second["self_ref_kd"].item() == pytest.approx(0.065406, abs=1e-6)
 

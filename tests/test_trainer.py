@@ -130,7 +130,7 @@ def test_label_smoothing_runs(moons):
 
 
 def test_train_subset_is_fixed_across_seeds_and_used_alone(moons, teacher):
-    from kdviz.distill.methods import HintonKD
+    from kdviz.distill.methods.response import HintonKD
     from kdviz.distill.trainer import subset_indices
 
     seen: list[torch.Tensor] = []

@@ -1,19 +1,14 @@
-"""Distillation: pure losses, the method registry, and the trainer."""
+"""Distillation: the method registry (`registry`), the methods by family (`methods`), their pure losses
+(`losses`), and the trainer."""
 
 from kdviz.distill import methods as _methods  # noqa: F401  (registers the built-in methods)
-from kdviz.distill import methods_compress as _methods_compress  # noqa: F401
-from kdviz.distill import methods_explain as _methods_explain  # noqa: F401
-from kdviz.distill import methods_feature as _methods_feature  # noqa: F401
-from kdviz.distill import methods_multi as _methods_multi  # noqa: F401
-from kdviz.distill import methods_multi_teacher as _methods_multi_teacher  # noqa: F401
-from kdviz.distill import methods_response as _methods_response  # noqa: F401
-from kdviz.distill import methods_self as _methods_self  # noqa: F401
 from kdviz.distill.registry import (
     Batch,
     Hyperparameter,
     Method,
     MethodCard,
     MethodError,
+    TrainContext,
     get_method,
     list_methods,
     method_class,
@@ -41,6 +36,7 @@ __all__ = [
     "MethodError",
     "Run",
     "TrainConfig",
+    "TrainContext",
     "TrainingCancelled",
     "fit",
     "get_method",

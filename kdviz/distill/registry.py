@@ -1,15 +1,20 @@
-"""The method registry: each distillation method is a small `Method` class with a card."""
+"""The method contract and registry: `Method`, `Hyperparameter`, `MethodCard`, `Batch`, `TrainContext`.
+
+Each distillation method is a small `Method` class with a card, registered under its name with
+`@register_method`; the families live in `kdviz.distill.methods`, their pure losses in
+`kdviz.distill.losses`. The trainer hands a method one `TrainContext` per run and one `Batch` per step.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from kdviz.distill.trainer import TrainContext
+from kdviz.data import Dataset
+from kdviz.models import KDModel
 
 
 class MethodError(ValueError):
@@ -50,6 +55,27 @@ class Batch:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     # Every teacher's logits for the batch, stacked M×B×K (teacher order of the run); None without teachers.
     teacher_logits_all: torch.Tensor | None = None
+
+
+@dataclass
+class TrainContext:
+    """What a method's `setup` and `loss_terms` may look at.
+
+    `dataset` is the device copy in the student's own view (see `TrainConfig.inputs`). `teacher`
+    is the first teacher; `teachers` all of them with their input kinds `teacher_inputs`.
+    `teacher_train_logits` holds every teacher's train-split logits, M×N×K, computed once; only the
+    rows in `train_index` (the samples the student trains on) are filled.
+    """
+
+    dataset: Dataset
+    student: KDModel
+    teacher: KDModel | None
+    device: torch.device
+    config: dict[str, Any]
+    teachers: list[KDModel] = field(default_factory=list)
+    teacher_inputs: list[str] = field(default_factory=list)
+    teacher_train_logits: torch.Tensor | None = None
+    train_index: torch.Tensor | None = None
 
 
 @dataclass

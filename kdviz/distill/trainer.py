@@ -28,7 +28,7 @@ from torch import nn
 from kdviz.data import Dataset, DatasetError, Split
 from kdviz.data.cache import get_dataset
 from kdviz.device import pick_device
-from kdviz.distill.registry import Batch, Method, get_method, method_class, resolve_hparams
+from kdviz.distill.registry import Batch, Method, TrainContext, get_method, method_class, resolve_hparams
 from kdviz.models import KDModel, build_model, estimate_flops
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -191,27 +191,6 @@ class EpochReport:
     epoch: int
     epochs: int
     metrics: dict[str, float]
-
-
-@dataclass
-class TrainContext:
-    """What a method's `setup` and `loss_terms` may look at.
-
-    `dataset` is the device copy in the student's own view (see `TrainConfig.inputs`). `teacher`
-    is the first teacher; `teachers` all of them with their input kinds `teacher_inputs`.
-    `teacher_train_logits` holds every teacher's train-split logits, M×N×K, computed once; only the
-    rows in `train_index` (the samples the student trains on) are filled.
-    """
-
-    dataset: Dataset
-    student: KDModel
-    teacher: KDModel | None
-    device: torch.device
-    config: dict[str, Any]
-    teachers: list[KDModel] = field(default_factory=list)
-    teacher_inputs: list[str] = field(default_factory=list)
-    teacher_train_logits: torch.Tensor | None = None
-    train_index: torch.Tensor | None = None
 
 
 @dataclass

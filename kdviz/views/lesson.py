@@ -3,7 +3,7 @@ DKD's target / non-target split and label smoothing vs KD targets, for one sampl
 
 Per-sample functions take 1-D logit vectors (numpy or torch) and return numpy values; the two
 workspace functions (`lesson_sample`, `class_similarity`) read cached logits by run id.
-All losses go through `kdviz.distill.losses` / `losses_response`, so the lesson shows exactly
+All losses go through `kdviz.distill.losses.response`, so the lesson shows exactly
 what training optimises.
 """
 
@@ -17,8 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdviz.distill.losses import check_alpha, hinton_kd, kd_kl, label_smoothing_targets, soft_targets
-from kdviz.distill.losses_response import dkd_parts
+from kdviz.distill.losses.response import (
+    check_alpha,
+    dkd_parts,
+    hinton_kd,
+    kd_kl,
+    label_smoothing_targets,
+    soft_targets,
+)
 from kdviz.workspace import Workspace
 
 __all__ = [
@@ -304,7 +310,7 @@ class DKDSplit:
 
 
 def dkd_split(student_logits: Any, teacher_logits: Any, label: int, temperature: float) -> DKDSplit:
-    """TCKD and NCKD (`kdviz.distill.losses_response.dkd_parts`) with the distributions they compare."""
+    """TCKD and NCKD (`kdviz.distill.losses.response.dkd_parts`) with the distributions they compare."""
     t = _temperature(temperature)
     student, teacher = _pair(student_logits, teacher_logits)
     y = _label(label, student.shape[0])

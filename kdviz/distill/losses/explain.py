@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill import losses
+from kdviz.distill.losses import response as response_losses
 
 
 def _check_weight(weight: float, name: str = "weight") -> None:
@@ -45,7 +45,7 @@ def explanation_kd(
     Without maps (steps that skip the term) the explanation term is a zero constant.
     """
     _check_weight(weight)
-    terms = losses.hinton_kd(student_logits, teacher_logits, labels, temperature, alpha)
+    terms = response_losses.hinton_kd(student_logits, teacher_logits, labels, temperature, alpha)
     if teacher_maps is None or student_maps is None:
         terms["explanation"] = student_logits.new_zeros(())
     else:
@@ -77,8 +77,8 @@ def self_explanation_kd(
     logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5
 ) -> dict[str, torch.Tensor]:
     """{"ce": (1-α)·CE(y, softmax(z)), "self_explanation": α·KL(q ‖ softmax(z))} with explanation targets q."""
-    losses.check_alpha(alpha)
+    response_losses.check_alpha(alpha)
     log_probs = F.log_softmax(logits, dim=-1)
     targets = targets.to(log_probs.dtype)
     kl = F.kl_div(log_probs, targets, reduction="batchmean")
-    return {"ce": (1.0 - alpha) * losses.cross_entropy(logits, labels), "self_explanation": alpha * kl}
+    return {"ce": (1.0 - alpha) * response_losses.cross_entropy(logits, labels), "self_explanation": alpha * kl}

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy, kd_kl
-from kdviz.distill.losses_feature import feature_l2
+from kdviz.distill.losses.feature import feature_l2
+from kdviz.distill.losses.response import check_alpha, check_temperature, cross_entropy, kd_kl
 
 
 def _check_weight(name: str, value: float) -> None:

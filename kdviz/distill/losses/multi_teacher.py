@@ -9,8 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy, kd_kl
-from kdviz.distill.losses_response import soft_target_kl
+from kdviz.distill.losses.response import check_alpha, check_temperature, cross_entropy, kd_kl, soft_target_kl
 
 NUM_TEACHER_FEATURES = 4  # confidence, normalised entropy, true-class probability, agreement
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill.losses import check_alpha, check_temperature, cross_entropy, kd_kl
+from kdviz.distill.losses.response import check_alpha, check_temperature, cross_entropy, kd_kl
 
 
 def progressive_alpha(epoch: int, total_epochs: int, alpha_final: float) -> float:

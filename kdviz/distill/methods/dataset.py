@@ -16,10 +16,17 @@ learned by the distillation.
 
 `evaluate_synthetic` trains fresh models on (a) the synthetic set and (b) a class-balanced
 random real subset of the same size (DM's "random" baseline) and tests them on real data.
+
+The method `dataset_distill` learns a synthetic set in `setup` and then trains the student through
+the normal trainer on that set only: each step replaces the real batch by the same number of
+synthetic samples (cycling through the set in shuffled order), so the real data only fix the
+number of steps per epoch. The trainer's "train accuracy" is then the accuracy on the synthetic
+samples. The loss lives in `kdviz.distill.losses.dataset`.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdviz.data import Dataset
-from kdviz.distill import losses
+from kdviz.distill.losses import response as response_losses
+from kdviz.distill.losses.dataset import distribution_matching_loss
+from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
+from kdviz.distill.trainer import predict_logits, subset_indices
+from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
 
 INITS = ("real", "noise")
@@ -160,27 +171,6 @@ def frozen_random_embedder(
     return model
 
 
-def class_means(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K×D per-class mean embeddings, K per-class counts); classes without samples get a zero mean."""
-    counts = torch.bincount(labels, minlength=num_classes)
-    sums = embeddings.new_zeros(num_classes, embeddings.shape[1]).index_add(0, labels, embeddings)
-    return sums / counts.clamp(min=1).unsqueeze(1).to(embeddings.dtype), counts
-
-
-def distribution_matching_loss(
-    real_embeddings: torch.Tensor,
-    real_labels: torch.Tensor,
-    synthetic_embeddings: torch.Tensor,
-    synthetic_labels: torch.Tensor,
-    num_classes: int,
-) -> torch.Tensor:
-    """DM's loss: Σ_c ‖mean real embedding of c − mean synthetic embedding of c‖², over classes present in both."""
-    real_means, real_counts = class_means(real_embeddings.flatten(1), real_labels, num_classes)
-    synthetic_means, synthetic_counts = class_means(synthetic_embeddings.flatten(1), synthetic_labels, num_classes)
-    present = (real_counts > 0) & (synthetic_counts > 0)
-    return (real_means - synthetic_means)[present].pow(2).sum()
-
-
 # ---- distillation -------------------------------------------------------------------------------
 
 
@@ -253,11 +243,11 @@ def distill_dataset(
     x = synthetic_x.detach()
     soft_labels = None
     if label_model is not None:
-        losses.check_temperature(label_temperature)
+        response_losses.check_temperature(label_temperature)
         with torch.no_grad():
             was_training = label_model.training
             label_model.eval()
-            soft_labels = losses.soft_targets(label_model(x), label_temperature)
+            soft_labels = response_losses.soft_targets(label_model(x), label_temperature)
             label_model.train(was_training)
     return SyntheticSet(x=x, y=synthetic_y, ipc=ipc, loss_history=history, soft_labels=soft_labels)
 
@@ -287,7 +277,7 @@ def train_on_set(
     shift_limit = max_shift(tuple(x.shape[1:])) if augment else 0
     for _ in range(steps):
         shifts = random_shifts(len(x), shift_limit, generator, x.device) if shift_limit else None
-        loss = losses.soft_cross_entropy(model(_augment(x, shifts)), targets)
+        loss = response_losses.soft_cross_entropy(model(_augment(x, shifts)), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -344,3 +334,109 @@ def describe(evaluation: SyntheticEvaluation) -> str:
     """'synthetic 0.812 ± 0.010 vs random real 0.700 ± 0.020 (n = 100)'."""
     (sm, ss), (rm, rs) = evaluation.synthetic, evaluation.random_real
     return f"synthetic {sm:.3f} ± {ss:.3f} vs random real {rm:.3f} ± {rs:.3f} (n = {evaluation.size})"
+
+
+# ---- the method -----------------------------------------------------------------------------------
+
+_SYNTHETIC_CACHE = BoundedCache(4)
+
+
+def cached_synthetic_set(key: dict[str, Any], make) -> SyntheticSet:
+    """The synthetic set for `key` (a JSON-able dict), made once per process and shared (a small LRU)."""
+    return _SYNTHETIC_CACHE.get(json.dumps(key, sort_keys=True, default=str), make)
+
+
+@register_method
+class DatasetDistill(Method):
+    """Learn `ipc` synthetic examples per class by distribution matching, then train the student on them only."""
+
+    name = "dataset_distill"
+    card = MethodCard(
+        title="Dataset distillation by distribution matching (DM)",
+        paper="Zhao & Bilen, Dataset Condensation with Distribution Matching, WACV 2023 (the synthetic set); "
+        "task of Wang, Zhu, Torralba, Efros, Dataset Distillation, arXiv 2018",
+        formula="setup: min_S E_θ Σ_c ‖mean_{x∈R_c} ψ_θ(A(x)) − mean_{s∈S_c} ψ_θ(A(s))‖², ψ_θ = the student "
+        "architecture's penultimate embedding at a fresh random init θ each step, A a random pixel shift shared "
+        "by both sides; training: L = CE(y_s, softmax(z(A(s)))) on synthetic samples s only, or with "
+        "teacher_labels = 1, L = T²·KL(softmax(z_t(s)/T) ‖ softmax(z(s)/T))",
+        claim="A handful of learned synthetic images per class trains a fresh model much better than the same "
+        "number of random real images. The real batches only set steps per epoch; DM learns no labels, so "
+        "soft labels here are a teacher's (KD on the synthetic set), not learned.",
+        family="data",
+    )
+    hyperparameters = {
+        "ipc": Hyperparameter(10, "synthetic images per class", 1, 1000),
+        "distill_steps": Hyperparameter(500, "outer steps of distribution matching (0: a random real subset)", 0, 1e6),
+        "distill_lr": Hyperparameter(0.02, "Adam learning rate on the synthetic pixels", 1e-5, 10.0),
+        "real_per_class": Hyperparameter(64, "real samples per class in each matching step", 1, 1e5),
+        "augment": Hyperparameter(1, "1: random pixel shifts (images only) in matching and training; 0: none", 0, 1),
+        "teacher_labels": Hyperparameter(0, "1: train on the teacher's soft labels of the synthetic set", 0, 1),
+        "temperature": Hyperparameter(4.0, "softmax temperature T of the teacher-label term", 1e-3, 100.0),
+    }
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.augment = self.flag("augment")
+        self.teacher_labels = self.flag("teacher_labels")
+        ipc = self.whole("ipc")
+        if self.teacher_labels and ctx.teacher is None:
+            raise MethodError(
+                "method 'dataset_distill' with teacher_labels=1 needs a teacher: pass a finished teacher run, "
+                "or set teacher_labels=0 for hard labels"
+            )
+        config = ctx.config
+        n_train = len(ctx.dataset.x_train)
+        train_index = subset_indices(n_train, config.get("train_subset")).to(ctx.device)
+        counts = torch.bincount(ctx.dataset.y_train[train_index], minlength=ctx.dataset.num_classes)
+        if int(counts.min()) < ipc:
+            smallest = int(counts.argmin())
+            raise MethodError(
+                f"method 'dataset_distill' starts from {ipc} real images per class (ipc), but class "
+                f"{ctx.dataset.class_names[smallest]!r} has only {int(counts.min())} in the training data; "
+                f"lower ipc or use more training data"
+            )
+        seed = int(config.get("seed", 0))
+        spec = ctx.student.spec
+        options = dict(
+            ipc=ipc,
+            model_spec=spec,
+            steps=self.whole("distill_steps"),
+            seed=seed,
+            lr=self.hparams["distill_lr"],
+            real_per_class=self.whole("real_per_class"),
+            augment=self.augment,
+        )
+        key = {"dataset": ctx.dataset.spec, "train_subset": config.get("train_subset"), "device": str(ctx.device)}
+        self.synthetic = cached_synthetic_set(
+            {**key, **options},
+            lambda: distill_dataset(ctx.dataset, train_index=train_index, device=ctx.device, **options),
+        )
+        self._teacher_logits = predict_logits(ctx.teacher, self.synthetic.x) if self.teacher_labels else None
+        self._shift_limit = max_shift(tuple(self.synthetic.x.shape[1:])) if self.augment else 0
+        self._generator = torch.Generator().manual_seed(seed)
+        self._queue = torch.empty(0, dtype=torch.long)
+
+    def _next_indices(self, count: int) -> torch.Tensor:
+        """The next `count` synthetic positions of a stream of shuffled passes over the synthetic set."""
+        while len(self._queue) < count:
+            self._queue = torch.cat([self._queue, torch.randperm(len(self.synthetic), generator=self._generator)])
+        chosen, self._queue = self._queue[:count], self._queue[count:]
+        return chosen.to(self.synthetic.x.device)
+
+    def forward(self, ctx, batch: Batch) -> torch.Tensor:
+        if not hasattr(self, "synthetic"):
+            raise MethodError("method 'dataset_distill' was not set up: call setup(ctx) before forward")
+        chosen = self._next_indices(len(batch.index))
+        x = self.synthetic.x[chosen]
+        if self._shift_limit:
+            x = shift_images(x, random_shifts(len(x), self._shift_limit, self._generator, x.device))
+        # The real batch is replaced: its size is kept so the trainer's bookkeeping stays per sample.
+        batch.x, batch.y = x, self.synthetic.y[chosen]
+        batch.teacher_logits = None if self._teacher_logits is None else self._teacher_logits[chosen]
+        return ctx.student(batch.x)
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.teacher_labels:
+            kd = response_losses.kd_kl(student_logits, batch.teacher_logits, self.hparams["temperature"])
+            return {"kd_synthetic": kd}
+        return {"ce_synthetic": response_losses.cross_entropy(student_logits, batch.y)}

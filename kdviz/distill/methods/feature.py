@@ -1,11 +1,9 @@
 """Feature- and relation-based methods: attention transfer, relational KD, FitNets, feature mimicking.
 
-All of them read the teacher's intermediate features (the teacher runs on the batch under
-`torch.no_grad`, in eval mode). The trainer runs the student forward before calling
-`loss_terms`, without feature hooks, so where a method needs the student's features it runs
-the student again under a `FeatureTap` and uses *those* logits: one extra student forward per
-step (and BatchNorm running statistics updated twice per step with the same batch). A trainer
-hook that taps features in the trainer's own forward would remove this cost.
+All of them read the teacher's intermediate features (`teacher_features`: the teacher runs on
+the batch under `torch.no_grad`, in eval mode). Where a method needs the student's features it
+overrides `forward` with `tapped_forward`, so the features and the logits the trainer trains on
+come from one student forward pass (see `kdviz.distill.methods._common`).
 
 Staged methods (FitNets, feature mimicking) run both stages inside one run: epochs
 1..S are stage 1 and S+1..E stage 2, with S = round(fraction · E) clamped to 1..E−1. The
@@ -16,60 +14,22 @@ gradient, which Adam/SGD skip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from kdviz.distill import losses, losses_feature
+from kdviz.distill.losses import feature as feature_losses
+from kdviz.distill.losses import response as response_losses
+from kdviz.distill.methods._common import (
+    feature_shapes,
+    middle_layer,
+    model_name,
+    tapped_forward,
+    teacher_features,
+)
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
-from kdviz.models import FeatureTap
 
 _TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of the stage-2 KD term", low=1e-3, high=100.0)
 _ALPHA = Hyperparameter(0.9, "weight α of the stage-2 KD term; (1-α) weighs the label term", low=0.0, high=1.0)
-
-
-def _model_name(model: nn.Module) -> str:
-    return str(getattr(model, "spec", {}).get("name", type(model).__name__))
-
-
-@torch.no_grad()
-def feature_shapes(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Output shape (batch dimension included) of each layer on `x`, in eval mode; training flags are restored."""
-    training_flags = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with FeatureTap(model, layers, detach=True) as tap:
-            model(x)
-    finally:
-        for module, training in training_flags.items():
-            module.training = training
-    return {name: tuple(tap.features[name].shape) for name in layers}
-
-
-@torch.no_grad()
-def teacher_features(teacher: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The teacher's (eval-mode, detached) features at `layers` on `x`."""
-    with FeatureTap(teacher, layers, detach=True) as tap:
-        teacher(x)
-    return tap.features
-
-
-def tapped_forward(ctx, batch: Batch, layers: Sequence[str]) -> torch.Tensor:
-    """The student's logits, with its features at `layers` (same graph) put in `batch.student_features`."""
-    with FeatureTap(ctx.student, layers) as tap:
-        logits = ctx.student(batch.x)
-    batch.student_features = tap.features
-    return logits
-
-
-def middle_layer(feature_layer_names: Sequence[str]) -> str:
-    """The middle feature layer below the penultimate one (FitNets' hint/guided layer choice).
-
-    cnn blocks [b1, b2, b3, pool] -> b2; resnet [stem, s1, s2, s3, pool] -> s2; mlp [h1, h2] -> h1.
-    """
-    below_penultimate = list(feature_layer_names[:-1]) or list(feature_layer_names)
-    return below_penultimate[len(below_penultimate) // 2]
 
 
 def stage_one_epochs(fraction: float, epochs: int) -> int:
@@ -152,7 +112,7 @@ class AttentionTransfer(Method):
             if not conv_layers[role]:
                 raise MethodError(
                     f"attention_transfer needs convolutional feature layers (4-D outputs); {role} "
-                    f"{_model_name(model)} has none among {', '.join(model.feature_layer_names)}"
+                    f"{model_name(model)} has none among {', '.join(model.feature_layer_names)}"
                 )
         student_layers, teacher_layers = list(conv_layers["student"]), list(conv_layers["teacher"])
         if len(student_layers) != len(teacher_layers):
@@ -179,10 +139,10 @@ class AttentionTransfer(Method):
         student_maps, logits = batch.student_features, student_logits
         teacher_maps = teacher_features(ctx.teacher, batch.x, [t for _, t in self.layer_pairs])
         transfer = sum(
-            losses_feature.attention_transfer_loss(student_maps[s], teacher_maps[t], self.hparams["p"])
+            feature_losses.attention_transfer_loss(student_maps[s], teacher_maps[t], self.hparams["p"])
             for s, t in self.layer_pairs
         )
-        return {"ce": losses.cross_entropy(logits, batch.y), "at": self.hparams["beta"] / 2 * transfer}
+        return {"ce": response_losses.cross_entropy(logits, batch.y), "at": self.hparams["beta"] / 2 * transfer}
 
 
 @register_method
@@ -215,11 +175,11 @@ class RelationalKD(Method):
         with torch.no_grad():
             teacher_embeddings = ctx.teacher.embed(batch.x)
         return {
-            "ce": losses.cross_entropy(logits, batch.y),
+            "ce": response_losses.cross_entropy(logits, batch.y),
             "rkd_distance": self.hparams["distance_weight"]
-            * losses_feature.rkd_distance_loss(student_embeddings, teacher_embeddings),
+            * feature_losses.rkd_distance_loss(student_embeddings, teacher_embeddings),
             "rkd_angle": self.hparams["angle_weight"]
-            * losses_feature.rkd_angle_loss(student_embeddings, teacher_embeddings),
+            * feature_losses.rkd_angle_loss(student_embeddings, teacher_embeddings),
         }
 
 
@@ -275,9 +235,9 @@ class FitNets(Method):
             student_maps = batch.student_features
             hint = teacher_features(ctx.teacher, batch.x, [self.hint_layer])[self.hint_layer]
             guided = self.regressor(student_maps[self.guided_layer])
-            hint_term = self.hparams["hint_weight"] * losses_feature.feature_l2(guided, hint)
+            hint_term = self.hparams["hint_weight"] * feature_losses.feature_l2(guided, hint)
             return {"hint": hint_term, "ce": zero, "kd": zero}
-        kd_terms = losses.hinton_kd(
+        kd_terms = response_losses.hinton_kd(
             student_logits, batch.teacher_logits, batch.y, self.hparams["temperature"], self.hparams["alpha"]
         )
         return {"hint": zero, **kd_terms}
@@ -322,7 +282,7 @@ class FeatureMimic(Method):
             names = model.feature_layer_names
             if int(offset) >= len(names):
                 raise MethodError(
-                    f"feature_mimic layer_from_end={int(offset)} is too deep: {role} {_model_name(model)} has "
+                    f"feature_mimic layer_from_end={int(offset)} is too deep: {role} {model_name(model)} has "
                     f"{len(names)} feature layer(s) ({', '.join(names)}); use 0..{len(names) - 1}"
                 )
             layers[role] = names[-1 - int(offset)]
@@ -352,5 +312,5 @@ class FeatureMimic(Method):
         if batch.epoch <= self.mimic_epochs:
             target = teacher_features(ctx.teacher, batch.x, [self.teacher_layer])[self.teacher_layer]
             mimicked = self.projection(batch.student_features[self.student_layer])
-            return {"mimic": self.hparams["mimic_weight"] * losses_feature.feature_l2(mimicked, target), "ce": zero}
-        return {"mimic": zero, "ce": losses.cross_entropy(student_logits, batch.y)}
+            return {"mimic": self.hparams["mimic_weight"] * feature_losses.feature_l2(mimicked, target), "ce": zero}
+        return {"mimic": zero, "ce": response_losses.cross_entropy(student_logits, batch.y)}

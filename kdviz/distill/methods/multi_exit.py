@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz.distill import losses_multi
-from kdviz.distill.methods_feature import feature_shapes, middle_layer, tapped_forward
+from kdviz.distill.losses import multi_exit as multi_exit_losses
+from kdviz.distill.methods._common import feature_shapes, middle_layer, model_name, tapped_forward
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 from kdviz.models.multiexit import (
     BRANCH_PRESET_HINT,
@@ -28,15 +28,11 @@ from kdviz.models.multiexit import (
 _FAMILY = "self-distillation"
 
 
-def _model_name(model: nn.Module) -> str:
-    return str(getattr(model, "spec", {}).get("name", type(model).__name__))
-
-
 def require_exits(method: str, student: nn.Module) -> MultiExitNet:
     """The student as a `MultiExitNet`, or a MethodError naming the models that have exits."""
     if not isinstance(student, MultiExitNet):
         raise MethodError(
-            f"method {method!r} needs a multi-exit student (an exit after every stage); got {_model_name(student)}. "
+            f"method {method!r} needs a multi-exit student (an exit after every stage); got {model_name(student)}. "
             f"Use {EXIT_PRESET_HINT}, or a spec with arch cnn_exits, cnn1d_exits or mlp_exits"
         )
     return student
@@ -47,7 +43,7 @@ def require_branches(method: str, student: nn.Module) -> MultiBranchNet:
     if not isinstance(student, MultiBranchNet):
         raise MethodError(
             f"method {method!r} needs a multi-branch student (K heads on a shared trunk); "
-            f"got {_model_name(student)}. Use {BRANCH_PRESET_HINT}, or a spec with arch cnn_branches, "
+            f"got {model_name(student)}. Use {BRANCH_PRESET_HINT}, or a spec with arch cnn_branches, "
             "cnn1d_branches or mlp_branches (key 'branches', default 3)"
         )
     return student
@@ -97,7 +93,7 @@ class BeYourOwnTeacher(Method):
         return logits[-1]
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return losses_multi.byot(
+        return multi_exit_losses.byot(
             _stashed(batch, "logits_exit", self.name),
             _stashed(batch, "features_exit", self.name),
             batch.y,
@@ -154,7 +150,7 @@ class MultiBranch(Method):
             trunk = batch.student_features["trunk"]
             pooled = trunk.flatten(2).mean(dim=2) if trunk.dim() > 2 else trunk.flatten(1)
             gate_weights = F.softmax(self.gate(pooled), dim=1)
-        return losses_multi.multi_branch(
+        return multi_exit_losses.multi_branch(
             branch_logits, batch.y, self.hparams["temperature"], self.hparams["kd_weight"], gate_weights
         )
 
@@ -193,12 +189,12 @@ class AmbiguitySelfKD(Method):
         if len(layers) < 2:
             raise MethodError(
                 f"method 'self_kd_ambiguity' needs a student with a feature layer below the penultimate one; "
-                f"{_model_name(ctx.student)} has {layers or 'none'}. Use e.g. cnn-s, cnn1d-s, mlp-64x2 or resnet-8"
+                f"{model_name(ctx.student)} has {layers or 'none'}. Use e.g. cnn-s, cnn1d-s, mlp-64x2 or resnet-8"
             )
         self.layer = middle_layer(layers)
         shape = feature_shapes(ctx.student, ctx.dataset.x_train[:2], [self.layer])[self.layer]
         self.lower_head = ExitHead(shape[1:], ctx.student.head.in_features, ctx.dataset.num_classes)
-        self.start_epoch = losses_multi.recalibration_start_epoch(
+        self.start_epoch = multi_exit_losses.recalibration_start_epoch(
             int(ctx.config["epochs"]), self.hparams["recalibration_start"]
         )
 
@@ -214,7 +210,7 @@ class AmbiguitySelfKD(Method):
         if self.layer not in batch.student_features:
             raise MethodError("method 'self_kd_ambiguity': no lower-layer features on the batch; call forward first")
         lower_logits, _ = self.lower_head(batch.student_features[self.layer])
-        return losses_multi.ambiguity_self_kd(
+        return multi_exit_losses.ambiguity_self_kd(
             student_logits,
             lower_logits,
             batch.y,
@@ -260,7 +256,7 @@ def exit_tradeoff(model: nn.Module, dataset, split: str = "test") -> pd.DataFram
     the exit plus its head), flops_fraction (of the deepest exit), params (used up to that exit).
     """
     if not isinstance(model, MultiExitNet):
-        raise ValueError(f"exit_tradeoff needs a multi-exit model ({EXIT_PRESET_HINT}); got {_model_name(model)}")
+        raise ValueError(f"exit_tradeoff needs a multi-exit model ({EXIT_PRESET_HINT}); got {model_name(model)}")
     x, y = _split(dataset, split)
     accuracies = [_accuracy(logits, y) for logits in _all_logits(model, "exits", x)]
     flops = model.exit_flops(tuple(dataset.input_shape))
@@ -282,9 +278,9 @@ def branch_accuracy(model: nn.Module, dataset, split: str = "test") -> pd.DataFr
     Rows: ``branch1`` (what the model's `forward` returns), ``branch2`` ..., ``ensemble``.
     """
     if not isinstance(model, MultiBranchNet):
-        raise ValueError(f"branch_accuracy needs a multi-branch model ({BRANCH_PRESET_HINT}); got {_model_name(model)}")
+        raise ValueError(f"branch_accuracy needs a multi-branch model ({BRANCH_PRESET_HINT}); got {model_name(model)}")
     x, y = _split(dataset, split)
     logits = _all_logits(model, "branches", x)
     names = [f"branch{k}" for k in range(1, len(logits) + 1)] + ["ensemble"]
-    accuracies = [_accuracy(z, y) for z in logits] + [_accuracy(losses_multi.ensemble_logits(logits), y)]
+    accuracies = [_accuracy(z, y) for z in logits] + [_accuracy(multi_exit_losses.ensemble_logits(logits), y)]
     return pd.DataFrame({"head": names, "accuracy": accuracies})

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz.distill import losses_multi_teacher as lm
-from kdviz.distill.methods import KD_ALPHA, KD_TEMPERATURE
+from kdviz.distill.losses import multi_teacher as multi_teacher_losses
+from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 from kdviz.distill.trainer import predict_logits
 
@@ -59,7 +59,7 @@ class EnsembleKD(Method):
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         teachers = _stacked_teacher_logits(self, batch)
         h = self.hparams
-        return lm.multi_teacher_kd(student_logits, teachers, batch.y, h["temperature"], h["alpha"])
+        return multi_teacher_losses.multi_teacher_kd(student_logits, teachers, batch.y, h["temperature"], h["alpha"])
 
 
 class SelectionPolicy(nn.Module):
@@ -68,7 +68,7 @@ class SelectionPolicy(nn.Module):
     Starts at zero, i.e. uniform over teachers; needs no random numbers to build.
     """
 
-    def __init__(self, num_teachers: int, num_features: int = lm.NUM_TEACHER_FEATURES) -> None:
+    def __init__(self, num_teachers: int, num_features: int = multi_teacher_losses.NUM_TEACHER_FEATURES) -> None:
         super().__init__()
         self.feature_weights = nn.Parameter(torch.zeros(num_features))
         self.teacher_bias = nn.Parameter(torch.zeros(num_teachers))
@@ -132,16 +132,18 @@ class WeightedTeachers(Method):
             self.reward_previous_step(ctx)
             weights = self.select_teachers(ctx, batch, student_logits)
         else:
-            weights = lm.confidence_weights(teachers, batch.y, self.hparams["weight_temperature"])
+            weights = multi_teacher_losses.confidence_weights(teachers, batch.y, self.hparams["weight_temperature"])
         with torch.no_grad():
             self._weight_sums += weights.sum(dim=0)
             self._weighted_samples += len(weights)
         h = self.hparams
-        return lm.multi_teacher_kd(student_logits, teachers, batch.y, h["temperature"], h["alpha"], weights)
+        return multi_teacher_losses.multi_teacher_kd(
+            student_logits, teachers, batch.y, h["temperature"], h["alpha"], weights
+        )
 
     def select_teachers(self, ctx, batch: Batch, student_logits: torch.Tensor) -> torch.Tensor:
         """Sample one teacher per sample from the policy; remember what the reward needs. B×M one-hot weights."""
-        features = lm.teacher_features(batch.teacher_logits_all, student_logits, batch.y)
+        features = multi_teacher_losses.teacher_features(batch.teacher_logits_all, student_logits, batch.y)
         with torch.no_grad():
             probs = F.softmax(self.policy(features), dim=-1)
         actions = torch.multinomial(probs.cpu(), 1, generator=self._generator).squeeze(1).to(probs.device)
@@ -157,13 +159,14 @@ class WeightedTeachers(Method):
         reward = ce_before - _eval_ce(ctx.student, x, y)
         baseline = reward.mean() if self._baseline is None else self._baseline
         self.policy_step(features, actions, reward - baseline)
-        self._baseline = lm.moving_baseline(baseline, reward.mean(), self.hparams["baseline_momentum"])
+        momentum = self.hparams["baseline_momentum"]
+        self._baseline = multi_teacher_losses.moving_baseline(baseline, reward.mean(), momentum)
         self._rewards.append(reward.mean())
 
     def policy_step(self, features: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor) -> None:
         """One optimizer step on the REINFORCE loss of the given choices and advantages."""
         with torch.enable_grad():
-            loss = lm.reinforce_loss(self.policy(features), actions, advantages)
+            loss = multi_teacher_losses.reinforce_loss(self.policy(features), actions, advantages)
             self._policy_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._policy_optimizer.step()
@@ -231,7 +234,8 @@ class GeneralizedDistillation(Method):
         self._matches = None
         if self._match_name == "same_class":
             index = ctx.train_index if ctx.train_index is not None else torch.arange(len(ctx.dataset.y_train))
-            self._matches = lm.same_class_matches(ctx.dataset.y_train, index, int(self.hparams["match_seed"]))
+            seed = int(self.hparams["match_seed"])
+            self._matches = multi_teacher_losses.same_class_matches(ctx.dataset.y_train, index, seed)
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         if not hasattr(self, "_matches"):
@@ -242,7 +246,9 @@ class GeneralizedDistillation(Method):
                 raise MethodError("method 'privileged' with match=1 needs the teacher's train logits in the context")
             teacher_logits = ctx.teacher_train_logits[0, self._matches[batch.index]]
         h = self.hparams
-        return lm.generalized_distillation(student_logits, teacher_logits, batch.y, h["temperature"], h["imitation"])
+        return multi_teacher_losses.generalized_distillation(
+            student_logits, teacher_logits, batch.y, h["temperature"], h["imitation"]
+        )
 
 
 @register_method
@@ -280,7 +286,7 @@ class DeepMutualLearning(Method):
         if not hasattr(self, "peers"):
             raise MethodError("method 'dml' was not set up: call setup(ctx) before loss_terms")
         peer_logits = [peer(batch.x) for peer in self.peers]
-        return lm.mutual_learning([student_logits, *peer_logits], batch.y, self.hparams["kl_weight"])
+        return multi_teacher_losses.mutual_learning([student_logits, *peer_logits], batch.y, self.hparams["kl_weight"])
 
     def _accuracies(self, ctx, split: str) -> list[float]:
         x, y = ctx.dataset.split(split)

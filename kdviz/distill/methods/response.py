@@ -1,14 +1,94 @@
-"""Response-based methods of the zoo: DKD, teacher-free KD, hard teacher labels, selective KD and
-the permuted / teacher-mass controls. The math lives in `losses_response`."""
+"""Response-based methods: they read the outputs (logits) only.
+
+The baselines (cross-entropy, label smoothing), Hinton KD and born-again networks, then the
+response zoo: DKD, teacher-free KD, hard teacher labels, selective KD, sampled KD and the
+permuted / teacher-mass controls. The math lives in `kdviz.distill.losses.response`.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from kdviz.distill import losses_response as lr
-from kdviz.distill.methods import KD_ALPHA, KD_TEMPERATURE, HintonKD
+from kdviz.distill.losses import response as response_losses
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
+
+KD_TEMPERATURE = Hyperparameter(4.0, "softmax temperature T of teacher and student", low=1e-3, high=100.0)
+KD_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weighs the label term", low=0.0, high=1.0)
+
+
+@register_method
+class CrossEntropy(Method):
+    name = "ce"
+    card = MethodCard(
+        title="Cross-entropy baseline (scratch student)",
+        paper="—",
+        formula="L = CE(y, softmax(z_s))",
+        claim="The reference every distillation method is measured against: the student trained on labels alone.",
+        family="baseline",
+    )
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ce": response_losses.cross_entropy(student_logits, batch.y)}
+
+
+@register_method
+class LabelSmoothing(Method):
+    name = "label_smoothing"
+    card = MethodCard(
+        title="Label smoothing",
+        paper="Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016",
+        formula="L = CE((1-ε)·onehot(y) + ε/K, softmax(z_s))",
+        claim="Mixing uniform mass into the labels regularises over-confident predictions; a teacher-free "
+        "contrast to KD's soft targets.",
+        family="baseline",
+    )
+    hyperparameters = {"smoothing": Hyperparameter(0.1, "uniform mass ε mixed into the one-hot label", 0.0, 0.99)}
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ce_smoothed": response_losses.label_smoothing_ce(student_logits, batch.y, self.hparams["smoothing"])}
+
+
+@register_method
+class HintonKD(Method):
+    name = "kd"
+    card = MethodCard(
+        title="Knowledge distillation (soft targets)",
+        paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NIPS DL Workshop 2015",
+        formula="L = (1-α)·CE(y, softmax(z_s)) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))",
+        claim="A small student trained on a large teacher's temperature-softened outputs generalises better than "
+        "one trained on labels alone, because the soft targets carry class-similarity 'dark knowledge'.",
+        family="response",
+    )
+    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
+    needs_teacher = True
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return response_losses.hinton_kd(
+            student_logits, batch.teacher_logits, batch.y, self.hparams["temperature"], self.hparams["alpha"]
+        )
+
+
+@register_method
+class BornAgain(HintonKD):
+    name = "born_again"
+    card = MethodCard(
+        title="Born-again networks",
+        paper="Furlanello et al., Born-Again Neural Networks, ICML 2018",
+        formula="L = (1-α)·CE(y, softmax(z_s)) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), teacher = same "
+        "architecture, trained before (generation k-1)",
+        claim="A student of the teacher's own architecture, trained on the teacher's outputs, can outperform "
+        "its teacher; repeating it gives generations.",
+        family="self-distillation",
+    )
+    hyperparameters = {
+        "temperature": Hyperparameter(1.0, "softmax temperature T (the paper uses 1)", low=1e-3, high=100.0),
+        "alpha": Hyperparameter(1.0, "weight α of the teacher term (the paper trains on teacher outputs only)", 0, 1),
+    }
+    same_architecture_teacher = True
+
+
+# ---- the response zoo ------------------------------------------------------------------------------
 
 
 def _require_classes(method: Method, ctx, minimum: int, why: str) -> None:
@@ -46,8 +126,8 @@ class DecoupledKD(Method):
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.hparams
-        warmup = lr.dkd_warmup_factor(batch.epoch, int(ctx.config["epochs"]), h["warmup_fraction"])
-        return lr.dkd(
+        warmup = response_losses.dkd_warmup_factor(batch.epoch, int(ctx.config["epochs"]), h["warmup_fraction"])
+        return response_losses.dkd(
             student_logits,
             batch.teacher_logits,
             batch.y,
@@ -82,24 +162,7 @@ class TeacherFreeKD(Method):
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.hparams
-        return lr.tf_kd(student_logits, batch.y, h["correct_prob"], h["temperature"], h["alpha"])
-
-
-@register_method
-class TeacherFreeSelfKD(HintonKD):
-    name = "tf_kd_self"
-    card = MethodCard(
-        title="Teacher-free KD, self-teacher variant",
-        paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
-        "CVPR 2020",
-        formula="L = (1-α)·CE(y, s) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), teacher = the student's own "
-        "architecture trained first with CE",
-        claim="A student distilled from a pre-trained copy of itself improves over its CE training, even though "
-        "the teacher is no stronger; the same loss as `born_again` with KD's usual α and T.",
-        family="self-distillation",
-    )
-    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
-    same_architecture_teacher = True
+        return response_losses.tf_kd(student_logits, batch.y, h["correct_prob"], h["temperature"], h["alpha"])
 
 
 @register_method
@@ -119,7 +182,7 @@ class HardTeacher(Method):
     needs_teacher = True
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return lr.hard_teacher(student_logits, batch.teacher_logits, batch.y, self.hparams["alpha"])
+        return response_losses.hard_teacher(student_logits, batch.teacher_logits, batch.y, self.hparams["alpha"])
 
 
 @register_method
@@ -153,16 +216,18 @@ class SelectiveKD(Method):
         """The mask of samples that get the KD term; the global variant first enqueues this batch's CE."""
         ratio = self.hparams["ratio"]
         if not self.hparams["global_queue"]:
-            return lr.hardest_mask(per_sample_ce, ratio)
+            return response_losses.hardest_mask(per_sample_ce, ratio)
         queue = getattr(self, "_ce_queue", per_sample_ce.new_empty(0))
         self._ce_queue = torch.cat([queue, per_sample_ce])[-int(self.hparams["queue_size"]) :]
-        return per_sample_ce >= lr.hardness_threshold(self._ce_queue, ratio)
+        return per_sample_ce >= response_losses.hardness_threshold(self._ce_queue, ratio)
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.hparams
         per_sample_ce = F.cross_entropy(student_logits.detach(), batch.y, reduction="none")
         selected = self.select(per_sample_ce)
-        return lr.selective_kd(student_logits, batch.teacher_logits, batch.y, selected, h["temperature"], h["alpha"])
+        return response_losses.selective_kd(
+            student_logits, batch.teacher_logits, batch.y, selected, h["temperature"], h["alpha"]
+        )
 
 
 @register_method
@@ -196,9 +261,13 @@ class PermutedKD(Method):
         teacher_probs = F.softmax(batch.teacher_logits / h["temperature"], dim=-1)
         # One fixed permutation per train sample: the scrambled teacher is a consistent (wrong)
         # teacher, not fresh noise every epoch.
-        permutations = lr.per_sample_permutations(batch.index, teacher_probs.shape[-1] - 1, h["permutation_seed"])
-        targets = lr.permute_non_target(teacher_probs, batch.y, permutations)
-        return lr.kd_to_targets(student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_permuted")
+        permutations = response_losses.per_sample_permutations(
+            batch.index, teacher_probs.shape[-1] - 1, h["permutation_seed"]
+        )
+        targets = response_losses.permute_non_target(teacher_probs, batch.y, permutations)
+        return response_losses.kd_to_targets(
+            student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_permuted"
+        )
 
 
 @register_method
@@ -223,8 +292,10 @@ class TeacherMassSmoothing(Method):
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.hparams
         teacher_probs = F.softmax(batch.teacher_logits / h["temperature"], dim=-1)
-        targets = lr.teacher_mass_smoothing(teacher_probs, batch.y)
-        return lr.kd_to_targets(student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_teacher_mass")
+        targets = response_losses.teacher_mass_smoothing(teacher_probs, batch.y)
+        return response_losses.kd_to_targets(
+            student_logits, targets, batch.y, h["temperature"], h["alpha"], "kd_teacher_mass"
+        )
 
 
 _PROPOSALS = {0: "top-k", 1: "teacher", 2: "dynamic"}
@@ -273,15 +344,16 @@ class SampledKD(Method):
         temperature, k = h["temperature"], int(h["num_sampled"])
         teacher_probs = F.softmax(batch.teacher_logits / temperature, dim=-1)
         if h["proposal"] == 0:
-            targets = lr.top_k_targets(teacher_probs, k)
-            return lr.kd_to_targets(student_logits, targets, batch.y, temperature, h["alpha"], "kd_top_k")
+            targets = response_losses.top_k_targets(teacher_probs, k)
+            return response_losses.kd_to_targets(student_logits, targets, batch.y, temperature, h["alpha"], "kd_top_k")
         if h["proposal"] == 1:
-            proposal = lr.mix_uniform(teacher_probs, h["uniform_mix"])
+            proposal = response_losses.mix_uniform(teacher_probs, h["uniform_mix"])
         else:
             student_probs = F.softmax(student_logits.detach() / temperature, dim=-1)
-            proposal = lr.dynamic_proposal(teacher_probs, student_probs, h["uniform_mix"])
-        sampled = lr.sample_classes(proposal, k)
-        kd = lr.sampled_kd_kl(student_logits, teacher_probs, sampled, lr.inclusion_probs(proposal, k), temperature)
+            proposal = response_losses.dynamic_proposal(teacher_probs, student_probs, h["uniform_mix"])
+        sampled = response_losses.sample_classes(proposal, k)
+        inclusion = response_losses.inclusion_probs(proposal, k)
+        kd = response_losses.sampled_kd_kl(student_logits, teacher_probs, sampled, inclusion, temperature)
         return {
             "ce": (1.0 - h["alpha"]) * F.cross_entropy(student_logits, batch.y),
             "kd_sampled": h["alpha"] * kd,

@@ -1,4 +1,6 @@
-"""Self-distillation methods without a separate teacher: PS-KD, SD-Dropout, output-embedding self-KD, SRDL."""
+"""Self-distillation: teacher-free KD from a pre-trained copy of oneself, then methods without a separate
+teacher: PS-KD, SD-Dropout, output-embedding self-KD, SRDL. (Born-again networks are in `response`, multi-exit
+and multi-branch self-distillation in `multi_exit`.)"""
 
 from __future__ import annotations
 
@@ -6,11 +8,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz.distill import losses_self
+from kdviz.distill.losses import self as self_losses
+from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE, HintonKD
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 from kdviz.distill.trainer import predict_logits
 
 _FAMILY = "self-distillation"
+
+
+@register_method
+class TeacherFreeSelfKD(HintonKD):
+    name = "tf_kd_self"
+    card = MethodCard(
+        title="Teacher-free KD, self-teacher variant",
+        paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
+        "CVPR 2020",
+        formula="L = (1-α)·CE(y, s) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), teacher = the student's own "
+        "architecture trained first with CE",
+        claim="A student distilled from a pre-trained copy of itself improves over its CE training, even though "
+        "the teacher is no stronger; the same loss as `born_again` with KD's usual α and T.",
+        family="self-distillation",
+    )
+    hyperparameters = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA}
+    same_architecture_teacher = True
 
 
 def _check_linear_head(method: str, student: nn.Module) -> None:
@@ -48,8 +68,8 @@ class ProgressiveSelfKD(Method):
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         if not hasattr(self, "_previous_probs"):
             raise MethodError("method 'ps_kd' was not set up: call setup(ctx) before loss_terms")
-        alpha = losses_self.progressive_alpha(batch.epoch, ctx.config["epochs"], self.hparams["alpha_T"])
-        terms = losses_self.progressive_self_kd(
+        alpha = self_losses.progressive_alpha(batch.epoch, ctx.config["epochs"], self.hparams["alpha_T"])
+        terms = self_losses.progressive_self_kd(
             student_logits, batch.y, self._previous_probs[batch.index], alpha, self._has_previous[batch.index]
         )
         # Each sample is seen once per epoch, so overwriting its row after reading it keeps
@@ -94,7 +114,7 @@ class SelfDistillationDropout(Method):
         rate = self.hparams["dropout"]
         view_a = ctx.student.head(F.dropout(features, rate, training=True))
         view_b = ctx.student.head(F.dropout(features, rate, training=True))
-        return losses_self.sd_dropout(
+        return self_losses.sd_dropout(
             student_logits, view_a, view_b, batch.y, self.hparams["temperature"], self.hparams["weight"]
         )
 
@@ -123,7 +143,7 @@ class EmbeddingSelfKD(Method):
         _check_linear_head(self.name, ctx.student)
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return losses_self.embedding_self_kd(
+        return self_losses.embedding_self_kd(
             student_logits, batch.y, ctx.student.head.weight, self.hparams["temperature"], self.hparams["alpha"]
         )
 
@@ -162,7 +182,7 @@ class SelfReferencedKD(Method):
         if not hasattr(self, "_reference_logits"):
             raise MethodError("method 'srdl' was not set up: call setup(ctx) before loss_terms")
         reference = None if self._reference_logits is None else self._reference_logits[batch.index]
-        return losses_self.self_referenced_kd(
+        return self_losses.self_referenced_kd(
             student_logits, batch.y, reference, self.hparams["temperature"], self.hparams["alpha"]
         )
 

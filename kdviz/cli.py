@@ -187,7 +187,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         student_cfg.teacher = teacher.id if method.needs_teacher else None
     student = run_with_bar(args.method, student_cfg)
 
-    from kdviz.distill.trainer import scores_against
+    from kdviz.distill.evaluation import scores_against
 
     rows = {"teacher": teacher, "scratch": scratch, "student": student}
     result: dict[str, dict[str, Any]] = {}

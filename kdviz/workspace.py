@@ -17,7 +17,8 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.data.dataset import Dataset
-from kdviz.distill.trainer import model_inputs, predict_logits
+from kdviz.distill.evaluation import predict_logits
+from kdviz.distill.inputs import model_inputs
 from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
 from kdviz.samples import SAMPLES_DIR, install_samples, sample_roles

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from kdviz.data import DatasetError
 from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, load_run, predict_logits, train
+from kdviz.distill.inputs import input_view
 from kdviz.distill.losses import multi_teacher as multi_teacher_losses
 from kdviz.distill.losses.response import hinton_kd, kd_kl
 from kdviz.distill.methods.multi_teacher import EnsembleKD, GeneralizedDistillation, WeightedTeachers
-from kdviz.distill.trainer import input_view
 from kdviz.store import RunStore, config_hash
 
 LN = math.log

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from kdviz.data.cache import get_dataset
-from kdviz.distill.trainer import load_run, predict_logits
+from kdviz.distill.evaluation import predict_logits
+from kdviz.distill.trainer import load_run
 from kdviz.experiments import SHORTCUT_TINY, format_shortcut_table, run_shortcut, summarise_shortcut
 from kdviz.experiments.shortcut import METRICS, corner_mask, corner_mass, main
 from kdviz.store import RunStore

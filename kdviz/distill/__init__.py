@@ -2,6 +2,7 @@
 (`losses`), and the trainer."""
 
 from kdviz.distill import methods as _methods  # noqa: F401  (registers the built-in methods)
+from kdviz.distill.evaluation import predict_logits, scores_against, summarize
 from kdviz.distill.registry import (
     Batch,
     Hyperparameter,
@@ -22,8 +23,6 @@ from kdviz.distill.trainer import (
     TrainingCancelled,
     fit,
     load_run,
-    predict_logits,
-    summarize,
     train,
 )
 
@@ -46,6 +45,7 @@ __all__ = [
     "predict_logits",
     "register_method",
     "resolve_hparams",
+    "scores_against",
     "summarize",
     "train",
 ]

@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 
 from kdviz.data.cache import get_dataset
+from kdviz.distill.evaluation import scores_against
 from kdviz.distill.registry import method_class
-from kdviz.distill.trainer import Run, TrainConfig, scores_against, train
+from kdviz.distill.trainer import Run, TrainConfig, train
 
 METRICS = ("test_accuracy", "test_ece", "test_nll", "test_agreement", "test_kl_to_teacher")
 

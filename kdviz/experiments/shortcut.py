@@ -35,7 +35,8 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.data.shapes import IMAGE_SIZE, cue_corner
-from kdviz.distill.trainer import Run, TrainConfig, load_run, summarize, train
+from kdviz.distill.evaluation import summarize
+from kdviz.distill.trainer import Run, TrainConfig, load_run, train
 
 __all__ = [
     "METRICS",

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdviz.data import Dataset
+from kdviz.distill.evaluation import predict_logits
 from kdviz.distill.losses import response as response_losses
 from kdviz.distill.losses.dataset import distribution_matching_loss
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
-from kdviz.distill.trainer import predict_logits, subset_indices
+from kdviz.distill.trainer import subset_indices
 from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
 

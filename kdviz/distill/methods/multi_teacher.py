@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdviz.distill.evaluation import predict_logits
 from kdviz.distill.losses import multi_teacher as multi_teacher_losses
 from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
-from kdviz.distill.trainer import predict_logits
 
 POLICIES = {"confidence": 0, "reinforce": 1}  # values of weighted_teachers' `policy`
 MATCHES = {"same_sample": 0, "same_class": 1}  # values of privileged's `match`

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdviz.distill.evaluation import predict_logits
 from kdviz.distill.losses import self as self_losses
 from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE, HintonKD
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
-from kdviz.distill.trainer import predict_logits
 
 _FAMILY = "self-distillation"
 

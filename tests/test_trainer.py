@@ -182,3 +182,27 @@ def test_images_train_channels_last_and_checkpoints_reload_exactly():
     torch.testing.assert_close(fresh(x), model(x), rtol=1e-4, atol=1e-5)
     _, again, _ = fit(config, shapes, device="cpu")
     assert [m["test_accuracy"] for m in again] == [m["test_accuracy"] for m in history]
+
+
+def test_train_validates_the_config_once(monkeypatch):
+    calls = []
+    original = TrainConfig.validate
+    monkeypatch.setattr(TrainConfig, "validate", lambda self: calls.append(1) or original(self))
+    train(TrainConfig(dataset={"name": "moons"}, student="mlp-16", epochs=1), device="cpu")
+    assert len(calls) == 1
+
+
+def test_hyperparameter_kinds_are_checked_once_in_resolve_hparams():
+    from kdviz.distill import Hyperparameter, resolve_hparams
+
+    with pytest.raises(MethodError, match=r"'every' of method 'explanation_kd' must be a whole number, got 2\.5"):
+        resolve_hparams("explanation_kd", {"every": 2.5})
+    with pytest.raises(MethodError, match=r"'every' of method 'explanation_kd' must be in \[1, 1000\], got 0"):
+        resolve_hparams("explanation_kd", {"every": 0})
+    with pytest.raises(MethodError, match=r"'frozen' of method 'explanation_kd' must be 0 \(live\) or 1 \(frozen\)"):
+        resolve_hparams("explanation_kd", {"frozen": 0.5})
+    with pytest.raises(MethodError, match="must be one of 0 = same_sample, 1 = same_class; got 0.5"):
+        resolve_hparams("privileged", {"match": 0.5})
+    assert resolve_hparams("explanation_kd", {"every": 3.0})["every"] == 3.0
+    with pytest.raises(ValueError, match="unknown hyperparameter kind 'integer'"):
+        Hyperparameter(1, "a count", kind="integer")

@@ -21,14 +21,61 @@ class MethodError(ValueError):
     """An unknown method, an unknown hyperparameter, or a requirement the setup cannot serve."""
 
 
+HYPERPARAMETER_KINDS = ("float", "int", "flag", "choice")
+
+
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One hyperparameter: its usual value, a short description and its allowed range."""
+    """One hyperparameter: its usual value, a short description, its allowed range and its kind.
+
+    Every value is a number; `kind` says which numbers (like scikit-learn's parameter constraints),
+    and `resolve_hparams` checks it once for every method: "float" any number in [low, high];
+    "int" a whole number in [low, high]; "flag" 0 or 1 (`choices` may name what 0 and 1 mean);
+    "choice" one of 0..len(choices)-1, each code naming `choices[code]`. Flags and choices need no
+    bounds: they are implied.
+    """
 
     default: float
     description: str
     low: float | None = None
     high: float | None = None
+    kind: str = "float"
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in HYPERPARAMETER_KINDS:
+            raise ValueError(f"unknown hyperparameter kind {self.kind!r}; valid: {', '.join(HYPERPARAMETER_KINDS)}")
+        if self.kind == "flag" and self.choices and len(self.choices) != 2:
+            raise ValueError(f"a flag names what 0 and 1 mean (two choices), got {self.choices!r}")
+        if self.kind == "choice" and len(self.choices) < 2:
+            raise ValueError("a choice hyperparameter names at least two choices")
+        if self.kind in ("flag", "choice"):  # implied bounds, unless given
+            if self.low is None:
+                object.__setattr__(self, "low", 0)
+            if self.high is None:
+                object.__setattr__(self, "high", 1 if self.kind == "flag" else len(self.choices) - 1)
+
+    def check(self, value: Any, key: str, method: str) -> float:
+        """`value` as a float, or a `MethodError` naming the method, the hyperparameter and what it allows."""
+        what = f"hyperparameter {key!r} of method {method!r}"
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise MethodError(f"{what} must be a number, got {value!r}") from None
+        if value != value:  # NaN
+            raise MethodError(f"{what} must be a number, got NaN")
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise MethodError(f"{what} must be in [{self.low}, {self.high}], got {value}")
+        if self.kind == "choice" and value not in range(len(self.choices)):
+            valid = ", ".join(f"{code} = {name}" for code, name in enumerate(self.choices))
+            raise MethodError(f"{what} must be one of {valid}; got {value:g}")
+        if self.kind == "flag" and value not in (0.0, 1.0):
+            off, on = self.choices or ("", "")
+            allowed = f"0 ({off}) or 1 ({on})" if off and on else "0 or 1"
+            raise MethodError(f"{what} must be {allowed}, got {value:g}")
+        if self.kind == "int" and value != int(value):
+            raise MethodError(f"{what} must be a whole number, got {value:g}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -114,21 +161,6 @@ class Method:
             needs.append(cls.needs_student)
         return "; ".join(needs) or "—"
 
-    def flag(self, key: str, off: str = "", on: str = "") -> bool:
-        """A 0/1 hyperparameter as a bool; any other value is a `MethodError` naming it (and what 0 and 1 mean)."""
-        value = self.hparams[key]
-        if value not in (0.0, 1.0):
-            choices = f"0 ({off}) or 1 ({on})" if off and on else "0 or 1"
-            raise MethodError(f"hyperparameter {key!r} of method {self.name!r} must be {choices}, got {value:g}")
-        return bool(value)
-
-    def whole(self, key: str) -> int:
-        """A whole-number hyperparameter as an int; a fraction is a `MethodError` naming it."""
-        value = self.hparams[key]
-        if value != int(value):
-            raise MethodError(f"hyperparameter {key!r} of method {self.name!r} must be a whole number, got {value:g}")
-        return int(value)
-
     def setup(self, ctx: TrainContext) -> None:
         """Check requirements against the run's setup; called once before training."""
         count = len(getattr(ctx, "teachers", None) or ([] if ctx.teacher is None else [ctx.teacher]))
@@ -204,28 +236,14 @@ def method_class(name: str) -> type[Method]:
 
 
 def resolve_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, float]:
-    """The method's defaults overridden by `hparams`, validated (names, numbers, ranges)."""
+    """The method's defaults overridden by `hparams`, validated (names, then each value by its `Hyperparameter`)."""
     cls = method_class(name)
     hparams = dict(hparams or {})
     unknown = sorted(set(hparams) - set(cls.hyperparameters))
     if unknown:
         valid = ", ".join(cls.hyperparameters) or "none"
         raise MethodError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {name!r}; valid: {valid}")
-    resolved: dict[str, float] = {}
-    for key, spec in cls.hyperparameters.items():
-        value = hparams.get(key, spec.default)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise MethodError(f"hyperparameter {key!r} of method {name!r} must be a number, got {value!r}") from None
-        if value != value:  # NaN
-            raise MethodError(f"hyperparameter {key!r} of method {name!r} must be a number, got NaN")
-        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
-            raise MethodError(
-                f"hyperparameter {key!r} of method {name!r} must be in [{spec.low}, {spec.high}], got {value}"
-            )
-        resolved[key] = value
-    return resolved
+    return {key: spec.check(hparams.get(key, spec.default), key, name) for key, spec in cls.hyperparameters.items()}
 
 
 def get_method(name: str, hparams: dict[str, Any] | None = None) -> Method:

@@ -109,6 +109,10 @@ class TrainConfig:
     def resolved(self, dataset: Dataset) -> dict[str, Any]:
         """The full config as stored and hashed: model spec and hyperparameters resolved."""
         self.validate()
+        return self._resolve(dataset)
+
+    def _resolve(self, dataset: Dataset) -> dict[str, Any]:
+        """`resolved` for a config that `validate` already passed (the trainer validates once per run)."""
         student = build_model(self.student, input_view(dataset, self.inputs)).spec
         config = asdict(self)
         config.update(
@@ -201,7 +205,7 @@ def train(
         # modules given for stored runs: each still sees the inputs its run was trained on
         records = [store.get(run_id) for run_id in ids]
         teacher_inputs = [r.config.get("inputs", "standard") if r is not None else "standard" for r in records]
-    resolved = config.resolved(dataset)
+    resolved = config._resolve(dataset)
     if store is not None and not ids and models:
         raise ValueError("with a store, name the teacher by its run id (config.teacher) so the run can be keyed")
     run_id = config_hash(resolved)
@@ -269,7 +273,9 @@ def fit(
     view of the same samples). Deterministic on CPU for a given config. Teachers are kept in
     eval mode and only ever run under `inference_mode`; their logits are computed once per split.
     """
-    fitted = _fit(config, dataset, teacher_list(teacher, teachers), teacher_inputs, device, progress, cancel)
+    modules = teacher_list(teacher, teachers)
+    config.validate()
+    fitted = _fit(config, dataset, modules, teacher_inputs, device, progress, cancel)
     return fitted.model, fitted.history, fitted.checkpoints
 
 
@@ -282,7 +288,7 @@ def _fit(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
 ) -> _Fitted:
-    """Set up, then run the epochs: the body of `fit` and `train`."""
+    """Set up, then run the epochs: the body of `fit` and `train` (which have validated `config`)."""
     session = _set_up(config, dataset, teachers, teacher_inputs, device)
     for epoch in range(1, config.epochs + 1):
         metrics = _epoch(session, epoch, cancel)
@@ -333,7 +339,6 @@ def _set_up(
     device: torch.device | str | None,
 ) -> _Session:
     """Check the inputs, build the student, compute the teachers' logits, set up the method and optimizer."""
-    config.validate()
     kinds = teacher_kinds(teacher_inputs, len(teachers))
     if config.teachers is not None and len(teachers) != len(config.teachers):
         raise ValueError(

@@ -82,13 +82,13 @@ class EncoderCompression(Method):
             1e4,
         ),
         "task_weight": Hyperparameter(1.0, "weight w_t of the encoder's task (CE) term", 0.0, 1e4),
-        "layer_from_end": Hyperparameter(0, "teacher layer: 0 = penultimate, 1 = the one below, ...", 0, 8),
+        "layer_from_end": Hyperparameter(0, "teacher layer: 0 = penultimate, 1 = the one below, ...", 0, 8, kind="int"),
     }
     needs_teacher = True
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        offset = self.whole("layer_from_end")
+        offset = int(self.hparams["layer_from_end"])
         names = ctx.teacher.feature_layer_names
         if offset >= len(names):
             raise MethodError(

@@ -366,20 +366,26 @@ class DatasetDistill(Method):
         family="data",
     )
     hyperparameters = {
-        "ipc": Hyperparameter(10, "synthetic images per class", 1, 1000),
-        "distill_steps": Hyperparameter(500, "outer steps of distribution matching (0: a random real subset)", 0, 1e6),
+        "ipc": Hyperparameter(10, "synthetic images per class", 1, 1000, kind="int"),
+        "distill_steps": Hyperparameter(
+            500, "outer steps of distribution matching (0: a random real subset)", 0, 1e6, kind="int"
+        ),
         "distill_lr": Hyperparameter(0.02, "Adam learning rate on the synthetic pixels", 1e-5, 10.0),
-        "real_per_class": Hyperparameter(64, "real samples per class in each matching step", 1, 1e5),
-        "augment": Hyperparameter(1, "1: random pixel shifts (images only) in matching and training; 0: none", 0, 1),
-        "teacher_labels": Hyperparameter(0, "1: train on the teacher's soft labels of the synthetic set", 0, 1),
+        "real_per_class": Hyperparameter(64, "real samples per class in each matching step", 1, 1e5, kind="int"),
+        "augment": Hyperparameter(
+            1, "1: random pixel shifts (images only) in matching and training; 0: none", 0, 1, kind="flag"
+        ),
+        "teacher_labels": Hyperparameter(
+            0, "1: train on the teacher's soft labels of the synthetic set", 0, 1, kind="flag"
+        ),
         "temperature": Hyperparameter(4.0, "softmax temperature T of the teacher-label term", 1e-3, 100.0),
     }
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.augment = self.flag("augment")
-        self.teacher_labels = self.flag("teacher_labels")
-        ipc = self.whole("ipc")
+        self.augment = bool(self.hparams["augment"])
+        self.teacher_labels = bool(self.hparams["teacher_labels"])
+        ipc = int(self.hparams["ipc"])
         if self.teacher_labels and ctx.teacher is None:
             raise MethodError(
                 "method 'dataset_distill' with teacher_labels=1 needs a teacher: pass a finished teacher run, "
@@ -401,10 +407,10 @@ class DatasetDistill(Method):
         options = dict(
             ipc=ipc,
             model_spec=spec,
-            steps=self.whole("distill_steps"),
+            steps=int(self.hparams["distill_steps"]),
             seed=seed,
             lr=self.hparams["distill_lr"],
-            real_per_class=self.whole("real_per_class"),
+            real_per_class=int(self.hparams["real_per_class"]),
             augment=self.augment,
         )
         key = {"dataset": ctx.dataset.spec, "train_subset": config.get("train_subset"), "device": str(ctx.device)}

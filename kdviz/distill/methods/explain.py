@@ -46,8 +46,17 @@ _INPUT_KEY = "input"  # batch.student_features key of the input leaf the student
 _CHUNK = 256  # samples per teacher pass when precomputing frozen maps
 MAX_SELF_EXPLANATION_CLASSES = 64  # one backward pass per class and step: beyond this, too slow to be useful
 
-_EVERY = Hyperparameter(1, "apply the explanation term on every k-th training step (1: every step)", 1, 1000)
-_FROZEN = Hyperparameter(0, "1: teacher explanations computed once for the train split (faster); 0: every step", 0, 1)
+_EVERY = Hyperparameter(
+    1, "apply the explanation term on every k-th training step (1: every step)", 1, 1000, kind="int"
+)
+_FROZEN = Hyperparameter(
+    0,
+    "1: teacher explanations computed once for the train split (faster); 0: every step",
+    0,
+    1,
+    kind="flag",
+    choices=("live", "frozen"),
+)
 
 
 # ---- differentiable explanations ------------------------------------------------------------------
@@ -211,8 +220,8 @@ class _ExplanationMatchingKD(Method):
     def setup(self, ctx) -> None:
         super().setup(ctx)
         _check_same_inputs(self.name, ctx)
-        self.every = self.whole("every")
-        self.frozen = self.flag("frozen", off="live", on="frozen")
+        self.every = int(self.hparams["every"])
+        self.frozen = bool(self.hparams["frozen"])
         self.check_models(ctx)
         self.frozen_maps: torch.Tensor | None = None
         if self.frozen and self.hparams["weight"] > 0:

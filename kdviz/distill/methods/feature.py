@@ -266,7 +266,9 @@ class FeatureMimic(Method):
     )
     hyperparameters = {
         "mimic_fraction": Hyperparameter(0.5, "share of the epochs spent in stage 1 (feature mimicking)", 0.01, 0.99),
-        "layer_from_end": Hyperparameter(0.0, "which feature layer: 0 = penultimate, 1 = the one below, ...", 0, 8),
+        "layer_from_end": Hyperparameter(
+            0.0, "which feature layer: 0 = penultimate, 1 = the one below, ...", 0, 8, kind="int"
+        ),
         "mimic_weight": Hyperparameter(1.0, "weight w of the mimic term", low=0.0, high=1e4),
     }
     needs_teacher = True
@@ -276,7 +278,7 @@ class FeatureMimic(Method):
         epochs = int(ctx.config["epochs"])
         _check_two_stages(self.name, epochs)
         self.mimic_epochs = stage_one_epochs(self.hparams["mimic_fraction"], epochs)
-        offset = self.whole("layer_from_end")
+        offset = int(self.hparams["layer_from_end"])
         layers = {}
         for role, model in (("student", ctx.student), ("teacher", ctx.teacher)):
             names = model.feature_layer_names

@@ -123,13 +123,15 @@ class MultiBranch(Method):
     hyperparameters = {
         "temperature": Hyperparameter(3.0, "softmax temperature T of the ensemble-to-branch KD terms", 1e-3, 100.0),
         "kd_weight": Hyperparameter(1.0, "weight w of the KD terms", 0.0, 100.0),
-        "gated": Hyperparameter(1.0, "1: a learned gate weighs the branches; 0: their plain mean", 0.0, 1.0),
+        "gated": Hyperparameter(
+            1.0, "1: a learned gate weighs the branches; 0: their plain mean", 0.0, 1.0, kind="flag"
+        ),
     }
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
         student = require_branches(self.name, ctx.student)
-        gated = self.flag("gated")
+        gated = bool(self.hparams["gated"])
         self.gate = nn.Linear(student.trunk_channels, student.num_branches) if gated else None
 
     def extra_modules(self) -> list[nn.Module]:

@@ -14,18 +14,8 @@ from kdviz.distill.losses import multi_teacher as multi_teacher_losses
 from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 
-POLICIES = {"confidence": 0, "reinforce": 1}  # values of weighted_teachers' `policy`
-MATCHES = {"same_sample": 0, "same_class": 1}  # values of privileged's `match`
-
-
-def _choice(method: Method, key: str, choices: dict[str, int]) -> str:
-    """The name of a categorical hyperparameter's value (hyperparameters are numbers in the registry)."""
-    value = method.hparams[key]
-    for name, code in choices.items():
-        if value == code:
-            return name
-    valid = ", ".join(f"{code} = {name}" for name, code in choices.items())
-    raise MethodError(f"hyperparameter {key!r} of method {method.name!r} must be one of {valid}; got {value:g}")
+POLICIES = ("confidence", "reinforce")  # weighted_teachers' `policy`: the name of each code 0, 1
+MATCHES = ("same_sample", "same_class")  # privileged's `match`: the name of each code 0, 1
 
 
 def _teacher_count(ctx) -> int:
@@ -102,7 +92,9 @@ class WeightedTeachers(Method):
     hyperparameters = {
         "temperature": KD_TEMPERATURE,
         "alpha": KD_ALPHA,
-        "policy": Hyperparameter(0, "0 = confidence weights; 1 = REINFORCE selection policy", 0, 1),
+        "policy": Hyperparameter(
+            0, "0 = confidence weights; 1 = REINFORCE selection policy", 0, 1, kind="choice", choices=POLICIES
+        ),
         "weight_temperature": Hyperparameter(1.0, "τ of the confidence weights (small: trust one teacher)", 1e-3, 100),
         "policy_lr": Hyperparameter(0.01, "Adam learning rate of the selection policy (policy=1)", 1e-6, 10.0),
         "baseline_momentum": Hyperparameter(0.9, "momentum β of the moving-average reward baseline", 0.0, 0.999),
@@ -112,7 +104,7 @@ class WeightedTeachers(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self._policy_name = _choice(self, "policy", POLICIES)
+        self._policy_name = POLICIES[int(self.hparams["policy"])]
         count = _teacher_count(ctx)
         self._weight_sums = torch.zeros(count, device=ctx.device)
         self._weighted_samples = 0
@@ -209,15 +201,22 @@ class GeneralizedDistillation(Method):
     hyperparameters = {
         "temperature": Hyperparameter(2.0, "temperature T of the teacher's soft labels", 1e-3, 100.0),
         "imitation": Hyperparameter(0.5, "imitation weight λ of the teacher term; (1-λ) weighs the labels", 0, 1),
-        "match": Hyperparameter(0, "0 = soft labels of the same sample; 1 = of a random same-class sample", 0, 1),
-        "match_seed": Hyperparameter(0, "seed of the same-class matching (fixed for the run)", 0, 2**31),
+        "match": Hyperparameter(
+            0,
+            "0 = soft labels of the same sample; 1 = of a random same-class sample",
+            0,
+            1,
+            kind="choice",
+            choices=MATCHES,
+        ),
+        "match_seed": Hyperparameter(0, "seed of the same-class matching (fixed for the run)", 0, 2**31, kind="int"),
     }
     needs_teacher = True
     teacher_inputs: ClassVar[str] = "privileged"  # what the CLI trains this method's teacher on
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self._match_name = _choice(self, "match", MATCHES)
+        self._match_name = MATCHES[int(self.hparams["match"])]
         if ctx.dataset.privileged_train is None:
             raise MethodError(
                 f"method 'privileged' needs a dataset with privileged inputs (e.g. 'shapes'); "
@@ -266,7 +265,9 @@ class DeepMutualLearning(Method):
         family="online",
     )
     hyperparameters = {
-        "peers": Hyperparameter(1, "number P of extra peers trained with the student (the paper: 1 to 3)", 1, 8),
+        "peers": Hyperparameter(
+            1, "number P of extra peers trained with the student (the paper: 1 to 3)", 1, 8, kind="int"
+        ),
         "kl_weight": Hyperparameter(1.0, "weight w of the mutual KL term (the paper: 1)", 0.0, 100.0),
     }
 
@@ -274,7 +275,9 @@ class DeepMutualLearning(Method):
         from kdviz.models import build_model
 
         super().setup(ctx)
-        self.peers = nn.ModuleList(build_model(ctx.student.spec, ctx.dataset) for _ in range(self.whole("peers")))
+        self.peers = nn.ModuleList(
+            build_model(ctx.student.spec, ctx.dataset) for _ in range(int(self.hparams["peers"]))
+        )
         self.peers.to(ctx.device)
         if ctx.dataset.x_train.dim() == 4:
             self.peers.to(memory_format=torch.channels_last)

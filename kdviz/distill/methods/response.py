@@ -202,14 +202,15 @@ class SelectiveKD(Method):
         "temperature": KD_TEMPERATURE,
         "alpha": KD_ALPHA,
         "ratio": Hyperparameter(0.5, "fraction r of samples that get the KD term (the hardest by student CE)", 0.01, 1),
-        "global_queue": Hyperparameter(0.0, "1: threshold from a queue of recent CE values; 0: per batch", 0.0, 1.0),
-        "queue_size": Hyperparameter(2048, "length of the global CE queue (global_queue=1)", 1, 1_000_000),
+        "global_queue": Hyperparameter(
+            0.0, "1: threshold from a queue of recent CE values; 0: per batch", 0.0, 1.0, kind="flag"
+        ),
+        "queue_size": Hyperparameter(2048, "length of the global CE queue (global_queue=1)", 1, 1_000_000, kind="int"),
     }
     needs_teacher = True
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.flag("global_queue")
         self._ce_queue = torch.empty(0, device=ctx.device)
 
     def select(self, per_sample_ce: torch.Tensor) -> torch.Tensor:
@@ -320,7 +321,9 @@ class SampledKD(Method):
         "temperature": KD_TEMPERATURE,
         "alpha": KD_ALPHA,
         "proposal": Hyperparameter(1, "0: teacher top-k (no sampling); 1: sample from the teacher; 2: dynamic", 0, 2),
-        "num_sampled": Hyperparameter(32, "k classes kept (top-k) or m draws per sample (sampled)", 1, 100_000),
+        "num_sampled": Hyperparameter(
+            32, "k classes kept (top-k) or m draws per sample (sampled)", 1, 100_000, kind="int"
+        ),
         "uniform_mix": Hyperparameter(0.1, "uniform mass ε mixed into the proposal (support for every class)", 0, 1),
     }
     needs_teacher = True

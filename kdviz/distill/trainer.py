@@ -265,8 +265,12 @@ def fit(
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    student: KDModel | None = None,
 ) -> tuple[KDModel, list[dict[str, float]], dict[int, dict[str, torch.Tensor]]]:
     """Train a student as `config` says; return (student, per-epoch metrics, checkpoint states).
+
+    `student`, when given, is the module trained (in place) instead of one built from
+    `config.student` — e.g. a researcher's own model wrapped by `kdviz.models.external`.
 
     Pass one `teacher` or several `teachers` (modules); `teacher_inputs` gives each teacher's
     input kind ("standard" by default, or "privileged": its logits come from the privileged
@@ -275,7 +279,7 @@ def fit(
     """
     modules = teacher_list(teacher, teachers)
     config.validate()
-    fitted = _fit(config, dataset, modules, teacher_inputs, device, progress, cancel)
+    fitted = _fit(config, dataset, modules, teacher_inputs, device, progress, cancel, student)
     return fitted.model, fitted.history, fitted.checkpoints
 
 
@@ -287,9 +291,10 @@ def _fit(
     device: torch.device | str | None,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    student: KDModel | None = None,
 ) -> _Fitted:
     """Set up, then run the epochs: the body of `fit` and `train` (which have validated `config`)."""
-    session = _set_up(config, dataset, teachers, teacher_inputs, device)
+    session = _set_up(config, dataset, teachers, teacher_inputs, device, student)
     for epoch in range(1, config.epochs + 1):
         metrics = _epoch(session, epoch, cancel)
         session.history.append(metrics)
@@ -337,8 +342,10 @@ def _set_up(
     teachers: list[KDModel],
     teacher_inputs: str | Sequence[str] | None,
     device: torch.device | str | None,
+    student: KDModel | None = None,
 ) -> _Session:
-    """Check the inputs, build the student, compute the teachers' logits, set up the method and optimizer."""
+    """Check the inputs, build the student (unless given), compute the teachers' logits, set up the method
+    and optimizer."""
     kinds = teacher_kinds(teacher_inputs, len(teachers))
     if config.teachers is not None and len(teachers) != len(config.teachers):
         raise ValueError(
@@ -350,7 +357,9 @@ def _set_up(
     device = pick_device(device) if not isinstance(device, torch.device) else device
     method: Method = get_method(config.method, config.hparams)
     torch.manual_seed(config.seed)
-    student = build_model(config.student, input_view(dataset, config.inputs)).to(device)
+    if student is None:
+        student = build_model(config.student, input_view(dataset, config.inputs))
+    student = student.to(device)
     full = dataset.to(device)
     if full.x_train.dim() == 4:
         # NHWC convolutions are markedly faster on CPUs (oneDNN) and tensor cores alike.

@@ -31,6 +31,10 @@ def get_dataset(spec: dict[str, Any] | str) -> Dataset:
 
 
 def _load(spec: dict[str, Any]) -> Dataset:
+    if "arrays" in spec:  # a researcher's own splits kept by kdviz.data.arrays
+        from kdviz.data.arrays import load_arrays
+
+        return load_arrays(spec)
     if "upload" in spec:  # a user's file kept by kdviz.data.uploads
         from kdviz.data.uploads import load_upload
 

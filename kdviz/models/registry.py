@@ -20,6 +20,7 @@ class ArchInfo:
     family accepts and `input_rank` the required number of input dimensions (None: any).
     `needs` describes the accepted input for error messages, e.g. "image inputs (C×H×W)".
     `check` validates a normalised spec (raises ValueError); `label` turns it into a short name.
+    A family whose specs are not a flat dict of defaults (``external``) normalises them with `resolve`.
     """
 
     name: str
@@ -30,6 +31,7 @@ class ArchInfo:
     needs: str
     check: Callable[[dict[str, Any]], None]
     label: Callable[[dict[str, Any]], str]
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # own spec normalisation (no defaults)
 
 
 _ARCHS: dict[str, ArchInfo] = {}

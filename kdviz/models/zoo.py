@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 # Importing the families registers them.
-from kdviz.models import cnn, mlp, multiexit, resnet  # noqa: F401
+from kdviz.models import cnn, external, mlp, multiexit, resnet  # noqa: F401
 from kdviz.models.base import KDModel
 from kdviz.models.registry import get_arch, list_archs
 
@@ -85,6 +85,8 @@ def resolve_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     if "arch" not in spec:
         raise ValueError(f"model spec {spec!r} has no 'arch'; valid architectures: {', '.join(list_archs())}")
     info = get_arch(spec["arch"])
+    if info.resolve is not None:
+        return info.resolve(spec)
     unknown = sorted(set(spec) - set(info.defaults) - {"arch", "name"})
     if unknown:
         raise ValueError(

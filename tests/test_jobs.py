@@ -14,8 +14,8 @@ import torch
 
 from kdviz.data.cache import get_dataset
 from kdviz.distill import EpochReport, TrainConfig, TrainingCancelled
-from kdviz.store import JobQueueFull, JobRegistry, RegistryClosed, RunStore, config_hash
-from kdviz.store.jobs import error_message
+from kdviz.jobs import JobQueueFull, JobRegistry, RegistryClosed, error_message
+from kdviz.store import RunStore, config_hash
 
 MOONS = {"name": "moons", "n_samples": 200}
 
@@ -297,13 +297,13 @@ def test_submit_while_a_stop_is_pending_starts_a_fresh_job(make_registry, store)
 
 
 def test_a_failing_run_reports_its_message_and_logs_the_traceback(make_registry, caplog):
-    caplog.set_level(logging.ERROR, logger="kdviz.store.jobs")
+    caplog.set_level(logging.ERROR, logger="kdviz.jobs")
     registry = make_registry(FakeRunner(auto=True, error=ValueError("loss became NaN in epoch 1; lower lr")))
     job = registry.submit(make_config())
     assert job.wait(5)
     assert job.state == "failed" and job.error == "loss became NaN in epoch 1; lower lr"
     assert job.run_id is None and job.snapshot()["error"] == job.error
-    logged = [r for r in caplog.records if r.name == "kdviz.store.jobs"]
+    logged = [r for r in caplog.records if r.name == "kdviz.jobs"]
     assert logged and logged[0].exc_info is not None and job.id in logged[0].getMessage()
     retry = registry.submit(make_config())  # a failed job does not block a new try
     assert retry is not job

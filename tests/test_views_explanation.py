@@ -166,8 +166,9 @@ def test_unknown_preset_is_named(tmp_path) -> None:
 
 def test_default_preset_is_the_shipped_runs_and_complete_at_once(app_home) -> None:
     """On a store with the samples, "running" the default preset queues nothing: every run is already stored."""
+    from kdviz.jobs import JobRegistry
     from kdviz.samples import read_manifest
-    from kdviz.store import JobRegistry, RunStore
+    from kdviz.store import RunStore
     from kdviz.workspace import Workspace
 
     store = RunStore(app_home)
@@ -189,7 +190,8 @@ def test_submit_progress_and_results_with_a_real_queue(tmp_path) -> None:
     import dataclasses
 
     from kdviz.experiments.shortcut import SHORTCUT_TINY, shortcut_results
-    from kdviz.store import JobRegistry, RunStore
+    from kdviz.jobs import JobRegistry
+    from kdviz.store import RunStore
     from kdviz.workspace import Workspace
 
     config = dataclasses.replace(SHORTCUT_TINY, seeds=(0,))  # teacher + scratch, kd, explanation_kd λ=1
@@ -228,7 +230,8 @@ def test_failed_run_is_reported_and_cancel_stops_queued_jobs(tmp_path) -> None:
     import threading
 
     from kdviz.experiments.shortcut import SHORTCUT_TINY
-    from kdviz.store import JobRegistry, RunStore
+    from kdviz.jobs import JobRegistry
+    from kdviz.store import RunStore
     from kdviz.workspace import Workspace
 
     config = dataclasses.replace(SHORTCUT_TINY, seeds=(0,))

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from kdviz.store import JobRegistry, RunStore
+from kdviz.jobs import JobRegistry
+from kdviz.store import RunStore
 from kdviz.workspace import Selection, Workspace, run_label, run_role
 
 T = TypeVar("T")

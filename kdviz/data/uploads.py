@@ -25,9 +25,9 @@ META_SUFFIX = ".json"
 def uploads_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/uploads`` (root defaults to $KDVIZ_HOME, else ~/.kdviz)."""
     if root is None:
-        from kdviz.store.runs import default_root
+        from kdviz.paths import default_home
 
-        root = default_root()
+        root = default_home()
     return Path(root) / "uploads"
 
 

@@ -24,7 +24,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from kdviz.device import pick_device
 from kdviz.distill.evaluation import accuracy, predict_logits, reference_labels, summarize
 from kdviz.distill.inputs import check_input_kind, input_view, model_inputs, teacher_kinds, teacher_list
 from kdviz.distill.registry import Batch, Method, TrainContext, get_method, method_class, resolve_hparams
+from kdviz.hashing import config_hash
 from kdviz.models import KDModel, build_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -171,13 +173,51 @@ ProgressFn = Callable[[EpochReport], None]
 CancelFn = Callable[[], bool]
 
 
+class StoredRun(Protocol):
+    """What the trainer reads of a stored run (`kdviz.store.RunRecord` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+    @property
+    def metrics(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def checkpoints(self) -> list[int]: ...
+
+
+class RunStoreLike(Protocol):
+    """What the trainer needs of a run store (`kdviz.store.RunStore` is one).
+
+    Declared here, not imported: `kdviz.store` sits above `kdviz.distill` (see the import contract
+    in pyproject.toml), so the trainer types the store by the methods it calls.
+    """
+
+    @property
+    def root(self) -> Path: ...
+
+    def get(self, run_id: str) -> StoredRun | None: ...
+
+    def save(
+        self,
+        config: dict[str, Any],
+        metrics: list[dict[str, Any]],
+        summary: dict[str, Any],
+        checkpoints: dict[int, dict[str, torch.Tensor]],
+    ) -> StoredRun: ...
+
+    def load_weights(self, run_id: str, epoch: int | None = None) -> dict[str, torch.Tensor]: ...
+
+
 # ---- train -> fit -> epoch -> step ----------------------------------------------------------------
 
 
 def train(
     config: TrainConfig,
     *,
-    store: Any | None = None,
+    store: RunStoreLike | None = None,
     dataset: Dataset | None = None,
     teacher: KDModel | None = None,
     teachers: Sequence[KDModel] | None = None,
@@ -193,8 +233,6 @@ def train(
     stored run without training (same config, same run). Without a store, pass the teacher
     module(s) directly (`teacher_inputs` as in `fit`); nothing is saved.
     """
-    from kdviz.store import config_hash
-
     dataset = dataset if dataset is not None else get_dataset(config.dataset)
     config.validate()
     models = teacher_list(teacher, teachers)
@@ -225,7 +263,7 @@ def train(
 
 
 def load_run(
-    store: Any,
+    store: RunStoreLike,
     run_id: str,
     *,
     dataset: Dataset | None = None,
@@ -243,7 +281,9 @@ def load_run(
     return Run(record.id, record.config, record.metrics, record.summary, model.to(device).eval(), record.checkpoints)
 
 
-def _load_teachers(store: Any, ids: list[str], dataset: Dataset, device: Any) -> tuple[list[KDModel], list[str]]:
+def _load_teachers(
+    store: RunStoreLike | None, ids: list[str], dataset: Dataset, device: torch.device | str | None
+) -> tuple[list[KDModel], list[str]]:
     """The stored teacher runs `ids` (a clear error for a missing one) and their input kinds."""
     if store is None:
         raise ValueError("teacher run ids need a store to load them from")

@@ -1,11 +1,12 @@
 """Run store: finished runs keyed by config hash (SQLite index, safetensors weights, JSON metrics).
 
-store = RunStore()                     # $KDVIZ_HOME or ~/.kdviz
+store = RunStore()                     # $KDVIZ_HOME or ~/.kdviz (kdviz.paths.default_home)
 record = store.find(config) or store.save(config, metrics, summary, {epoch: state_dict})
 weights = store.load_weights(record.id)            # last checkpoint
 card = store.export(record.id); store.import_run(card)
 """
 
+from kdviz.hashing import ConfigError, canonical_json, config_hash
 from kdviz.store.errors import (
     CheckpointNotFoundError,
     CorruptRunError,
@@ -15,20 +16,13 @@ from kdviz.store.errors import (
     RunNotFoundError,
     RunStoreError,
 )
-from kdviz.store.hashing import ConfigError, canonical_json, config_hash
-from kdviz.store.jobs import Job, JobError, JobQueueFull, JobRegistry, RegistryClosed
-from kdviz.store.runs import RunRecord, RunStore, default_root
+from kdviz.store.runs import RunRecord, RunStore
 
 __all__ = [
     "CheckpointNotFoundError",
     "ConfigError",
     "CorruptRunError",
     "InvalidRunError",
-    "Job",
-    "JobError",
-    "JobQueueFull",
-    "JobRegistry",
-    "RegistryClosed",
     "RunCardError",
     "RunExistsError",
     "RunNotFoundError",
@@ -37,5 +31,4 @@ __all__ = [
     "RunStoreError",
     "canonical_json",
     "config_hash",
-    "default_root",
 ]

@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from kdviz.hashing import ConfigError, config_hash
 from kdviz.store.errors import CorruptRunError
-from kdviz.store.hashing import ConfigError, config_hash
 from kdviz.store.runcard import checkpoint_file
 from kdviz.store.validate import storable_state
 

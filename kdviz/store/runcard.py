@@ -19,8 +19,8 @@ from typing import IO, Any
 import torch
 from safetensors.torch import load as load_safetensors
 
+from kdviz.hashing import ConfigError, config_hash
 from kdviz.store.errors import InvalidRunError, RunCardError
-from kdviz.store.hashing import ConfigError, config_hash
 from kdviz.store.validate import metrics_value, run_name, summary_value
 
 JSON_FILES = ("config.json", "metrics.json", "summary.json", "meta.json")

@@ -46,6 +46,8 @@ from typing import IO, Any
 import torch
 
 from kdviz import __version__
+from kdviz.hashing import canonical_json, config_hash, to_json_value
+from kdviz.paths import default_home
 from kdviz.store import files as run_files
 from kdviz.store.errors import (
     CheckpointNotFoundError,
@@ -54,7 +56,6 @@ from kdviz.store.errors import (
     RunNotFoundError,
     RunStoreError,
 )
-from kdviz.store.hashing import canonical_json, config_hash, to_json_value
 from kdviz.store.runcard import DEFAULT_MAX_BYTES, RunCard, checkpoint_file, pack_run_card, read_run_card
 from kdviz.store.validate import checkpoint_states, metrics_value, run_name, same_state, summary_value
 
@@ -83,12 +84,6 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS runs_by_method ON runs (method)",
 )
 _COLUMNS = "id, name, created_at, config_json, summary_json, checkpoints_json"
-
-
-def default_root() -> Path:
-    """``$KDVIZ_HOME`` when set (and not empty), else ``~/.kdviz``."""
-    home = os.environ.get("KDVIZ_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".kdviz"
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ class RunStore:
     """Finished runs under one root folder; safe to share between threads and processes."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, recover: bool = True) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = Path(root).expanduser() if root is not None else default_home()
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "index.sqlite"
         self.runs_dir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from kdviz.hashing import ConfigError, to_json_value
 from kdviz.store.errors import InvalidRunError
-from kdviz.store.hashing import ConfigError, to_json_value
 
 
 def metrics_value(metrics: Any, source: str = "metrics") -> list[dict[str, Any]]:

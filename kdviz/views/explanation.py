@@ -30,7 +30,7 @@ from kdviz.experiments.shortcut import (
     shortcut_results,
     summarise_shortcut,
 )
-from kdviz.store import Job, JobQueueFull, JobRegistry
+from kdviz.jobs import Job, JobQueueFull, JobRegistry
 from kdviz.workspace import Workspace
 
 __all__ = [

@@ -1,5 +1,7 @@
 """The background-job registry: one deduplicated, bounded training job per run id, run by worker threads.
 
+It serves the app (beside `kdviz.workspace`): it sits above both the trainer and the run store.
+
 registry = JobRegistry(RunStore(), workers=1)
 job = registry.submit(config, owner=session_id)    # returns at once; training happens in a worker
 job.snapshot()                                      # poll it: state, epoch, history, queue position, error
@@ -34,13 +36,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kdviz.store.hashing import config_hash
-from kdviz.store.runs import RunRecord, RunStore
-
-if TYPE_CHECKING:  # the trainer is imported lazily: kdviz.distill must stay free to import kdviz.store
-    from kdviz.distill.trainer import EpochReport, TrainConfig
+from kdviz.data.cache import get_dataset
+from kdviz.distill.trainer import EpochReport, TrainConfig, TrainingCancelled, train
+from kdviz.hashing import config_hash
+from kdviz.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATES = frozenset({"queued", "running"})
 MAX_ERROR_CHARS = 300
 
-ProgressFn = Callable[["EpochReport"], None]
+ProgressFn = Callable[[EpochReport], None]
 CancelFn = Callable[[], bool]
-Runner = Callable[["TrainConfig", RunStore, ProgressFn, CancelFn], Any]
+Runner = Callable[[TrainConfig, RunStore, ProgressFn, CancelFn], Any]
 """``runner(config, store, progress, cancel)``: trains `config` and returns once its run is in
 `store` (return value ignored); calls `progress` after each epoch and raises
 `kdviz.distill.TrainingCancelled` soon after `cancel()` turns true."""
@@ -70,8 +71,6 @@ class RegistryClosed(JobError):
 
 def train_runner(config: TrainConfig, store: RunStore, progress: ProgressFn, cancel: CancelFn) -> str:
     """The default runner: `kdviz.distill.trainer.train` with the store; returns the run id."""
-    from kdviz.distill.trainer import train
-
     return train(config, store=store, progress=progress, cancel=cancel).id
 
 
@@ -313,9 +312,6 @@ class JobRegistry:
         Raises ValueError (the trainer's message) for a bad config, dataset or teacher,
         `JobQueueFull` when `max_pending` jobs wait, and `RegistryClosed` after `shutdown`.
         """
-        from kdviz.data.cache import get_dataset
-        from kdviz.distill.trainer import TrainConfig
-
         if not isinstance(config, TrainConfig):
             raise TypeError(f"submit takes a kdviz.distill.TrainConfig, got {type(config).__name__}")
         _check_owner(owner)
@@ -466,8 +462,6 @@ class JobRegistry:
 
     def _run(self, job: Job) -> None:
         """Run one job; mark it done only once its run is in the store."""
-        from kdviz.distill.trainer import TrainingCancelled
-
         state, error, record = "done", None, None
         try:
             self._runner(job.config, self.store, job._record_epoch, job._stop.is_set)

@@ -74,6 +74,13 @@ class Selection:
         return {role: run for role, run in self.roles.items() if role != "teacher"}
 
 
+def _own_pair_roles(runs: list[RunRecord]) -> dict[str, str]:
+    """The roles of a saved own pair (`kdviz.Pair.save`): its teacher, student (distilled) and scratch runs."""
+    names = {"teacher": "teacher", "student": "distilled", "scratch": "scratch"}
+    own = [r for r in runs if r.config.get("kind") == "external" and r.config.get("role") in names]
+    return {names[r.config["role"]]: r.id for r in reversed(own)}  # the newest save of each role wins
+
+
 class Workspace:
     """Runs of one store grouped for the app, with bounded caches of models and logits."""
 
@@ -108,8 +115,10 @@ class Workspace:
         return samples + sorted(names - set(samples))
 
     def teachers(self, dataset: str) -> list[RunRecord]:
-        """Runs that can teach: trained from labels alone (largest first)."""
-        runs = [r for r in self.runs(dataset) if run_role(r) == "scratch"]
+        """Runs that can teach: trained from labels alone (largest first); of an own pair, only its teacher."""
+        runs = [
+            r for r in self.runs(dataset) if run_role(r) == "scratch" and r.config.get("role", "teacher") == "teacher"
+        ]
         return sorted(runs, key=lambda r: -int(r.summary.get("params", 0)))
 
     def students_of(self, teacher_id: str) -> list[RunRecord]:
@@ -128,6 +137,8 @@ class Workspace:
             for role, rid in sample_roles(dataset, self.samples_dir).items()
             if self.store.get(rid) is not None
         }
+        if "teacher" not in roles:
+            roles = _own_pair_roles(self.runs(dataset))
         if "teacher" not in roles:
             teachers = self.teachers(dataset)
             if not teachers:

@@ -187,3 +187,40 @@ def test_click_a_point_in_the_divergence_scatter_opens_its_drill_down(server: st
 def _finished_again(page: object) -> None:
     page.wait_for_timeout(300)
     page.wait_for_selector(FINISHED, timeout=90_000)
+
+
+NAV_LINKS = "[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']"
+
+
+def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_frame(browser: object, tmp_path: Path):
+    """With `pages/` next to app.py a fresh server runs Streamlit's folder mode until st.navigation runs: a deep link
+    as its very first request runs the page without app.py. `ui.app.bootstrap()` must give it the app's frame."""
+    from kdviz.serve import serve_app
+
+    with serve_app(tmp_path) as fresh:  # no warm-up: this is the server's first script run
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        open_page(page, f"{fresh}/calibration?dataset=digits")
+        assert not page.locator(ERRORS).all_inner_texts()
+        assert page.locator("h1").first.inner_text().startswith("Calibration")
+        assert page.url.split("?")[0].endswith("/calibration")
+        sidebar = page.locator("[data-testid='stSidebar']")
+        pickers = sidebar.locator("[data-testid='stSelectbox']")
+        labels = pickers.locator("label").all_inner_texts()
+        assert {"Dataset", "Teacher", "Scratch student", "Distilled student"} <= set(labels), labels
+        dataset = pickers.filter(has_text="Dataset")
+        assert "digits" in dataset.inner_text() + dataset.locator("input").input_value()
+        links = [text.strip().splitlines()[-1] for text in page.locator(NAV_LINKS).all_inner_texts()]  # icon, title
+        # the app's navigation (titles, sections), not the folder's file names with app.py as a page
+        assert links[:3] == ["Home", "Train", "Dark knowledge"], links
+        assert "Explanation-guided KD" in links and "app" not in links and "dark knowledge" not in links
+        # the navigation works from there, and the process has left folder mode for every later visitor
+        page.locator(NAV_LINKS).filter(has_text="Runs").click()
+        page.wait_for_url("**/runs**", timeout=30_000)
+        _finished_again(page)
+        assert page.locator("h1").first.inner_text().startswith("Runs")
+        other = browser.new_page(viewport={"width": 1440, "height": 1100})
+        open_page(other, f"{fresh}/divergence?dataset=moons")
+        assert page.locator(NAV_LINKS).count() == other.locator(NAV_LINKS).count()
+        assert not other.locator(ERRORS).all_inner_texts()
+        page.close()
+        other.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import app_page, errors, figures, titled
 
-PAGE = "app_pages/attributions.py"
+PAGE = "pages/attributions.py"
 
 
 def row_titles(fig: dict) -> list[str]:

@@ -6,7 +6,7 @@ import json
 
 from conftest import app_page
 
-PAGE = "app_pages/calibration.py"
+PAGE = "pages/calibration.py"
 
 
 def specs(at) -> list[dict]:

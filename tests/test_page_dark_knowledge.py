@@ -8,7 +8,7 @@ import json
 import numpy as np
 from conftest import app_page
 
-PAGE = "app_pages/dark_knowledge.py"
+PAGE = "pages/dark_knowledge.py"
 
 
 def figures(at) -> dict[str, dict]:

@@ -8,7 +8,7 @@ from conftest import figures as plotly_figures
 
 from kdviz.samples import sample_roles
 
-PAGE = "app_pages/divergence.py"
+PAGE = "pages/divergence.py"
 
 
 @pytest.mark.slow  # shapes: generating the dataset and embedding its training images takes 10-20 s on 2 busy cores

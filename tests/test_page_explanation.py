@@ -7,7 +7,7 @@ import time
 from conftest import app_page, titled
 from streamlit.testing.v1 import AppTest
 
-PAGE = "app_pages/explanation.py"
+PAGE = "pages/explanation.py"
 
 
 def ok(at: AppTest) -> None:

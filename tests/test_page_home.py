@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import app_page
 
-PAGE = "app_pages/home.py"
+PAGE = "pages/home.py"
 
 
 def chart_titles(at) -> list[str]:

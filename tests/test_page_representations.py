@@ -6,7 +6,7 @@ import json
 
 from conftest import app_page, errors, figures, titled
 
-PAGE = "app_pages/representations.py"
+PAGE = "pages/representations.py"
 
 
 def test_default_pair_shows_cka_and_projections(app_env) -> None:

@@ -7,7 +7,7 @@ from conftest import app_page, figures
 from kdviz.samples import sample_roles
 from kdviz.store import RunStore
 
-PAGE = "app_pages/runs.py"
+PAGE = "pages/runs.py"
 
 
 def runs_table(at):

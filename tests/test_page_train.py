@@ -12,7 +12,7 @@ def _markdown(at) -> str:
 
 
 def test_train_page_renders_with_card(app_env):
-    at = app_page("app_pages/train.py", tr_method="dkd").run()
+    at = app_page("pages/train.py", tr_method="dkd").run()
     assert not at.exception
     assert at.selectbox(key="tr_method").value == "dkd"
     assert any("Decoupled" in e.label for e in at.expander)
@@ -22,7 +22,7 @@ def test_train_page_renders_with_card(app_env):
 
 
 def test_train_a_tiny_student_and_see_it_finish(app_env):
-    at = app_page("app_pages/train.py", tr_dataset="moons", tr_method="kd").run()
+    at = app_page("pages/train.py", tr_dataset="moons", tr_method="kd").run()
     assert not at.exception and not at.error
     at.number_input(key="tr_epochs").set_value(2)
     at.button(key="tr_submit_student").click().run()
@@ -36,7 +36,7 @@ def test_train_a_tiny_student_and_see_it_finish(app_env):
 
 
 def test_method_needing_a_teacher_without_one_is_explained(app_env):
-    at = app_page("app_pages/train.py", tr_dataset="wine", tr_method="kd").run()
+    at = app_page("pages/train.py", tr_dataset="wine", tr_method="kd").run()
     assert not at.exception
     assert any("learns from a teacher" in i.value for i in at.info)
     assert at.button(key="tr_submit_student").disabled

@@ -12,8 +12,11 @@ from kdviz.plots import (
 )
 from kdviz.plots.divergence_extra import neighbour_gallery
 from kdviz.views import divergence as dv
+from ui.app import bootstrap
 from ui.state import ROLE_TITLES, from_url, lesson_mode, require_selection, to_url, workspace
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Divergence inspector")
 st.caption(

@@ -1,7 +1,5 @@
 """Home: what knowledge distillation is, where to start, and the chosen pair's headline numbers."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -10,9 +8,11 @@ from kdviz.distill import list_methods
 from kdviz.plots import headline_bars, kd_diagram
 from kdviz.views import calibration as cal
 from ui import state
+from ui.app import bootstrap, page_path
 from ui.widgets import chart, guard, table
 
-PAGES_DIR = Path(__file__).resolve().parent
+selection = bootstrap()
+
 #: Where to start: (page file, label, icon, what it shows), in the order a newcomer should visit them.
 TOUR = [
     ("dark_knowledge.py", "Dark knowledge", ":material/school:", "what a teacher's soft targets carry (a lesson)"),
@@ -37,13 +37,11 @@ st.markdown(
 chart(kd_diagram(), key="home_diagram", name="kd-diagram")
 
 st.subheader("Where to start")
-available = [item for item in TOUR if (PAGES_DIR / item[0]).exists()]
 columns = st.columns(2)
-for i, (file, label, icon, what) in enumerate(available):
+for i, (file, label, icon, what) in enumerate(TOUR):
     with columns[i % 2]:
-        st.page_link(f"app_pages/{file}", label=f"**{label}** — {what}", icon=icon)
+        st.page_link(page_path(file), label=f"**{label}** — {what}", icon=icon)
 
-selection = state.current_selection()
 st.subheader("The chosen pair" + (f" on {selection.dataset['name']}" if selection else ""))
 if selection is None:
     st.info("No teacher yet: train one on the Train page, then its numbers appear here.")

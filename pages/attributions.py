@@ -7,7 +7,10 @@ from kdviz.analysis import ATTRIBUTION_METHODS
 from kdviz.plots import agreement_histogram, attribution_grid, attribution_lines, localization_bars
 from kdviz.views import attributions as att
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Attributions")
 st.markdown(

@@ -5,7 +5,10 @@ import streamlit as st
 from kdviz.plots import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
 from kdviz.views import calibration as cal
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Calibration")
 st.markdown(

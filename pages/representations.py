@@ -5,7 +5,10 @@ import streamlit as st
 from kdviz.plots import cka_heatmap, concept_map, learning_curves, projection_scatter, tcav_bars
 from kdviz.views import representations as rep
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Representations & concepts")
 st.markdown(

@@ -12,7 +12,10 @@ from kdviz.plots.explanation_extra import metric_bars, tradeoff_lines
 from kdviz.views import explanation as xv
 from kdviz.views.train import method_card
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Explanation-guided KD")
 st.markdown(

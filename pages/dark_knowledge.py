@@ -15,7 +15,10 @@ from kdviz.plots import (
 from kdviz.plots.dark_knowledge_extra import sample_input_figure
 from kdviz.views import lesson as lv
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard
+
+bootstrap()
 
 #: DKD's usual non-target weight (Zhao et al., 2022; the default of `kdviz.distill.losses_response.dkd`).
 DKD_BETA = 8.0

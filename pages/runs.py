@@ -5,8 +5,11 @@ import streamlit as st
 from kdviz.plots import learning_curves, loss_term_curves, parallel_coordinates
 from kdviz.store import RunStoreError
 from kdviz.views import runs as rv
+from ui.app import bootstrap
 from ui.state import current_selection, from_url, lesson_mode, to_url, workspace
 from ui.widgets import chart, guard, table
+
+bootstrap()
 
 st.title("Runs")
 st.caption(

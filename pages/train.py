@@ -7,13 +7,15 @@ from kdviz.data.uploads import list_uploads, save_upload
 from kdviz.plots import learning_curves, loss_term_curves
 from kdviz.views import train as tv
 from ui import state
+from ui.app import bootstrap
 from ui.widgets import chart, guard
+
+selection = bootstrap()
 
 ws = state.workspace()
 registry = state.jobs()
 me = state.owner()
 lesson = state.lesson_mode()
-selection = state.current_selection()
 
 st.title("Train")
 st.caption(

@@ -110,6 +110,12 @@ def _build_parser() -> argparse.ArgumentParser:
     samples = sub.add_parser("build-samples", help="train the sample models the app ships with (sample_models/)")
     samples.add_argument("--out", default=None, help="output folder (default: the repository's sample_models/)")
     samples.add_argument("--datasets", default=None, help="comma-separated subset of the sample datasets")
+    sub.add_parser(
+        "app",
+        help="serve the app on http://localhost:8501 and warm it; other options go to `streamlit run`",
+        description="Runs `streamlit run app.py [options]` (e.g. --server.port 8502) and, in the background, one "
+        "warm-up run of the root page (ui.warmup) that installs the sample models before the first visitor.",
+    )
     return parser
 
 
@@ -381,6 +387,24 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return shortcut.run_command(args)
 
 
+def _cmd_app(args: argparse.Namespace, streamlit_args: list[str]) -> int:
+    """Replace this process by `streamlit run app.py`, after starting the warm-up in the background."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.is_file():
+        raise ValueError(f"app.py is not next to the kdviz package ({app}): run the app from a checkout of kdviz")
+    if args.home:
+        os.environ["KDVIZ_HOME"] = str(Path(args.home).expanduser().resolve())
+    os.chdir(app.parent)
+    # `sh -c '... &'` detaches the warm-up (no zombie under streamlit); it waits for the server's health check
+    subprocess.run(["sh", "-c", '"$@" &', "sh", sys.executable, "-m", "ui.warmup", *streamlit_args], check=True)
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_args])
+    return 0  # not reached
+
+
 COMMANDS = {
     "build-samples": _cmd_build_samples,
     "experiment": _cmd_experiment,
@@ -394,7 +418,12 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "app":
+        return _cmd_app(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except (DatasetError, ValueError) as error:

@@ -1,0 +1,100 @@
+"""Warm a freshly started server: one script run of the root page, as a browser's first visit would do.
+
+`python -m ui.warmup [streamlit run options]` waits for ``/_stcore/health``, then opens one Streamlit
+session over the websocket (``/_stcore/stream``, protobuf messages; a plain GET of ``/`` only serves
+the static front end and runs no script), asks for a run of the root page and waits until it has
+finished. That run installs the sample models, builds the default dataset, loads the default pair
+and calls `st.navigation` — which also ends Streamlit's folder-based multipage mode for this process
+(see `ui.app`). The launcher (`kdviz app`, `scripts/run_app.sh`) starts it in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import urllib.request
+
+#: ForwardMsg.script_finished statuses that end a full run (not a fragment's).
+_FINISHED = ("FINISHED_SUCCESSFULLY", "FINISHED_WITH_COMPILE_ERROR")
+
+
+def server_url(argv: list[str]) -> str:
+    """The loopback URL of the server that `streamlit run` starts with options `argv` (port, base path)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--server.port", dest="port", type=int, default=None)
+    parser.add_argument("--server.baseUrlPath", dest="base", default="")
+    parser.add_argument("--server.address", dest="address", default="")
+    known, _ = parser.parse_known_args(argv)
+    address = known.address or os.environ.get("STREAMLIT_SERVER_ADDRESS", "")
+    host = address if address not in ("", "0.0.0.0", "::", "localhost") else "127.0.0.1"
+    port = known.port or int(os.environ.get("STREAMLIT_SERVER_PORT", "8501"))
+    base = (known.base or os.environ.get("STREAMLIT_SERVER_BASE_URL_PATH", "")).strip("/")
+    return f"http://{host}:{port}" + (f"/{base}" if base else "")
+
+
+def wait_healthy(url: str, timeout: float) -> None:
+    """Return once `url`/_stcore/health answers 200; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not become healthy within {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+async def _run_root(url: str, timeout: float) -> str:
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.asyncio.client import connect
+
+    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
+    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
+        request = BackMsg()
+        request.rerun_script.query_string = ""
+        request.rerun_script.page_script_hash = ""
+        await socket.send(request.SerializeToString())
+        async with asyncio.timeout(timeout):
+            async for frame in socket:
+                if not isinstance(frame, bytes):
+                    continue
+                msg = ForwardMsg()
+                msg.ParseFromString(frame)
+                if msg.WhichOneof("type") == "script_finished":
+                    status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
+                    if status in _FINISHED:
+                        return status
+    raise ConnectionError("the server closed the session before the run finished")
+
+
+def warm(url: str, timeout: float = 300.0) -> float:
+    """Wait for the server at `url`, run its root page once in a throw-away session; seconds the run took."""
+    wait_healthy(url, timeout)
+    started = time.perf_counter()
+    status = asyncio.run(_run_root(url, timeout))
+    if status != "FINISHED_SUCCESSFULLY":
+        raise RuntimeError(f"the warm-up run ended with {status}")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Warm the server that `streamlit run app.py argv...` starts; report on stderr, never fail the launcher."""
+    url = server_url(sys.argv[1:] if argv is None else argv)
+    try:
+        seconds = warm(url)
+    except Exception as error:  # noqa: BLE001 — a failed warm-up only means a slower first visit
+        print(f"kdviz: warm-up of {url} failed ({error}); the first visitor waits for the set-up", file=sys.stderr)
+        return 1
+    print(f"kdviz: warmed {url} in {seconds:.1f} s (samples installed, default pair loaded)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

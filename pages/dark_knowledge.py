@@ -10,9 +10,9 @@ from kdviz.plots import (
     dkd_split_bars,
     logit_gradient_bars,
     loss_curve,
+    sample_input_figure,
     soft_target_bars,
 )
-from kdviz.plots.dark_knowledge_extra import sample_input_figure
 from kdviz.views import lesson as lv
 from ui import state
 from ui.app import bootstrap

@@ -8,9 +8,9 @@ from kdviz.plots import (
     attribution_lines,
     decision_boundary,
     divergence_scatter,
+    neighbour_gallery,
     probability_comparison,
 )
-from kdviz.plots.divergence_extra import neighbour_gallery
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
 from ui.state import ROLE_TITLES, from_url, lesson_mode, require_selection, to_url, workspace

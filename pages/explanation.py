@@ -7,8 +7,7 @@ import streamlit as st
 
 from kdviz.distill.registry import method_class
 from kdviz.experiments.shortcut import METRICS, PRESETS, describe
-from kdviz.plots import attribution_grid, role_color
-from kdviz.plots.explanation_extra import metric_bars, tradeoff_lines
+from kdviz.plots import attribution_grid, metric_bars, role_color, tradeoff_lines
 from kdviz.views import explanation as xv
 from kdviz.views.train import method_card
 from ui import state

@@ -278,7 +278,7 @@ def _axis_titles(fig) -> list[str]:
     ],
 )
 def test_sample_input_figure_draws_every_kind_with_titled_axes(kind, x, extra):
-    from kdviz.plots.dark_knowledge_extra import sample_input_figure
+    from kdviz.plots import sample_input_figure
 
     fig = sample_input_figure(x, kind, label=1, class_names=["cat", "dog"], **extra)
     assert fig.layout.title.text == "true class: dog"
@@ -293,7 +293,7 @@ def test_sample_input_figure_draws_every_kind_with_titled_axes(kind, x, extra):
 
 
 def test_sample_input_figure_rejects_unknown_kinds():
-    from kdviz.plots.dark_knowledge_extra import sample_input_figure
+    from kdviz.plots import sample_input_figure
 
     with pytest.raises(ValueError, match="image, signal, points, tabular"):
         sample_input_figure(np.zeros(3), "video")

@@ -1,20 +1,24 @@
 """Pure Plotly figure builders for the app: data (arrays, DataFrames, analysis results) in, `go.Figure` out.
 
-No Streamlit and no training here; pages call these builders and show the figures. Shared colours,
-layout and download helpers live in `kdviz.plots.style`.
+No Streamlit and no training here; pages call these builders and show the figures. One module per page
+(`home`, `lesson` for Dark knowledge, `calibration`, `representations`, `attributions`, `divergence`,
+`explanation`, `runs`); every builder is re-exported here. Shared colours, layout and download helpers
+live in `kdviz.plots.style`.
 """
 
 # ruff: noqa: F401  (this file only re-exports the public API)
 
 from kdviz.plots.attributions import agreement_histogram, attribution_grid, attribution_lines, localization_bars
 from kdviz.plots.calibration import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
-from kdviz.plots.divergence import decision_boundary, divergence_scatter, probability_comparison
+from kdviz.plots.divergence import decision_boundary, divergence_scatter, neighbour_gallery, probability_comparison
+from kdviz.plots.explanation import metric_bars, tradeoff_lines
 from kdviz.plots.home import kd_diagram
 from kdviz.plots.lesson import (
     class_similarity_heatmap,
     dkd_split_bars,
     logit_gradient_bars,
     loss_curve,
+    sample_input_figure,
     soft_target_bars,
 )
 from kdviz.plots.representations import cka_heatmap, concept_map, projection_scatter, tcav_bars

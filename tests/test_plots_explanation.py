@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kdviz.plots import role_color
-from kdviz.plots.explanation_extra import metric_bars, tradeoff_lines
+from kdviz.plots import metric_bars, role_color, tradeoff_lines
 
 
 def _bars() -> pd.DataFrame:

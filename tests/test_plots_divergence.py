@@ -6,8 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from kdviz.plots import class_colors
-from kdviz.plots.divergence_extra import neighbour_gallery
+from kdviz.plots import class_colors, neighbour_gallery
 
 
 def test_image_gallery_panels() -> None:

@@ -1,8 +1,5 @@
 """Explanation-guided KD: can a teacher's explanations keep a student off a shortcut? (shipped or run here)"""
 
-import time
-
-import pandas as pd
 import streamlit as st
 
 from kdviz.distill.registry import method_class
@@ -12,6 +9,7 @@ from kdviz.views import explanation as xv
 from kdviz.views.train import method_card
 from ui import state
 from ui.app import bootstrap
+from ui.progress import JobBatch
 from ui.widgets import chart, guard, table
 
 bootstrap()
@@ -34,84 +32,34 @@ me = state.owner()
 shipped = xv.shipped_results(ws)
 
 
-def your_run(preset: str) -> str:
-    return f"your run ({preset})"
+batch = JobBatch("xai")
 
 
-def start_run(preset: str) -> None:
-    """Button callback: start polling (and submitting) the runs of `preset`."""
-    st.session_state["xai_running"] = preset
-    st.session_state["xai_started"] = None
-    st.session_state.pop("xai_note", None)
+def advance(preset: str) -> dict:
+    """Submit what can start of `preset` (the teacher first, then its students) and say where it stands."""
+    progress = xv.shortcut_progress(registry, ws, preset)
+    if not progress["errors"] and not progress["complete"]:
+        xv.submit_shortcut(registry, ws, preset, me)
+        progress = xv.shortcut_progress(registry, ws, preset)
+    return progress
 
 
-def cancel_run(preset: str) -> None:
-    """Button callback: stop watching the preset's unfinished jobs (stored runs are kept)."""
+def cancel(preset: str) -> str:
+    """Stop watching the preset's unfinished jobs (stored runs are kept)."""
     stopped = xv.cancel_shortcut(registry, ws, preset, me)
-    st.session_state.pop("xai_running", None)
-    st.session_state["xai_note"] = (
-        "info",
+    return (
         f"Cancelled the {preset} run ({stopped} unfinished job(s) let go; a job others also watch goes on for them). "
-        "Runs already finished stay stored: pressing Run again picks up where it stopped.",
+        "Runs already finished stay stored: pressing Run again picks up where it stopped."
     )
 
 
-def finish_run(preset: str, progress: dict) -> None:
-    """All runs of `preset` are stored: offer (and pick) its results, then rerun the whole page."""
-    done_at_start, started = st.session_state.get("xai_started") or (0, time.monotonic())
+def finish(preset: str, progress: dict, done_at_start: int, seconds: float) -> str:
+    """All runs of `preset` are stored: offer (and pick) its results."""
     finished = st.session_state.setdefault("xai_finished", [])
     if preset not in finished:
         finished.append(preset)
-    st.session_state["xai_source_pending"] = your_run(preset)
-    if done_at_start == progress["total"]:
-        what = f"All {progress['total']} runs of the {preset} preset were already stored, so nothing was trained"
-        if preset == "default":
-            what += " (the default preset's runs are the shipped sample runs)"
-    else:
-        what = f"Trained {progress['total'] - done_at_start} run(s) in {time.monotonic() - started:.0f} s"
-    st.session_state["xai_note"] = (
-        "success",
-        f"{what}. The page now shows **{your_run(preset)}**; switch with *Results from* at the top.",
-    )
-    st.session_state.pop("xai_running", None)
-
-
-@st.fragment(run_every=1.0 if st.session_state.get("xai_running") else None)
-def run_progress() -> None:
-    """Submit what can start and show the progress, every second while a run is on; never blocks the page."""
-    preset = st.session_state.get("xai_running")
-    if preset is None:
-        kind, note = st.session_state.get("xai_note", (None, None))
-        if note:
-            {"success": st.success, "info": st.info, "error": st.error}[kind](note)
-        return
-    with guard(f"run the {preset} shortcut experiment"):
-        progress = xv.shortcut_progress(registry, ws, preset)
-        if st.session_state.get("xai_started") is None:
-            st.session_state["xai_started"] = (progress["done"], time.monotonic())
-        if progress["errors"]:
-            st.session_state.pop("xai_running", None)
-            st.session_state["xai_note"] = ("error", "A run failed: " + "; ".join(progress["errors"]))
-            st.rerun(scope="app")
-        if not progress["complete"]:
-            xv.submit_shortcut(registry, ws, preset, me)
-            progress = xv.shortcut_progress(registry, ws, preset)
-        if progress["complete"]:
-            finish_run(preset, progress)
-            st.rerun(scope="app")
-        st.progress(progress["done"] / progress["total"], text=f"{progress['done']} of {progress['total']} runs stored")
-        lines = []
-        for run in progress["runs"][:6]:
-            state_text = run["state"]
-            if state_text == "waiting":
-                state_text = "waits for the queue" if run["label"] == "teacher" else "waits for the teacher"
-            epochs = f", epoch {run['epoch']}/{run['epochs']}" if run["state"] == "running" else ""
-            lines.append(f"- {run['label']}, seed {run['seed']}: {state_text}{epochs}")
-        more = len(progress["runs"]) - 6
-        st.markdown("\n".join(lines) + (f"\n- … and {more} more" if more > 0 else ""))
-        waiting = sum(1 for job in registry.active() if job.state == "queued")
-        st.caption(f"{len(registry.active())} active job(s) on this server, {waiting} waiting (shared by everyone).")
-        st.button("Cancel", key="xai_cancel", on_click=cancel_run, args=(preset,))
+    st.session_state["xai_source_pending"] = xv.your_run(preset)
+    return xv.finish_message(preset, progress["total"], done_at_start, seconds)
 
 
 def run_here() -> None:
@@ -124,7 +72,7 @@ def run_here() -> None:
     )
     presets = list(xv.PRESET_LABELS)
     state.from_url("xai_preset", presets[0], valid=presets)
-    running = st.session_state.get("xai_running")
+    running = batch.running
     preset = st.radio(
         "Preset", presets, key="xai_preset", format_func=xv.PRESET_LABELS.get, disabled=running is not None
     )
@@ -137,12 +85,19 @@ def run_here() -> None:
                 + (" (they are the shipped sample runs)" if preset == "default" else "")
                 + ": Run shows its results at once."
             )
-    st.button("Run", key="xai_run", type="primary", on_click=start_run, args=(preset,), disabled=running is not None)
-    run_progress()
+    st.button("Run", key="xai_run", type="primary", on_click=batch.start, args=(preset,), disabled=running is not None)
+    batch.progress(
+        registry,
+        advance=advance,
+        lines=xv.progress_lines,
+        cancel=cancel,
+        finish=finish,
+        what=f"run the {running} shortcut experiment",
+    )
 
 
 pending = st.session_state.pop("xai_source_pending", None)
-sources = (["shipped"] if shipped is not None else []) + [your_run(p) for p in st.session_state.get("xai_finished", [])]
+sources = xv.result_sources(shipped is not None, st.session_state.get("xai_finished", []))
 if pending in sources:
     st.session_state["xai_source"] = pending
 source = sources[0] if sources else None
@@ -150,8 +105,8 @@ if len(sources) > 1 and not lesson:
     state.from_url("xai_source", sources[0], valid=sources)
     source = st.radio("Results from", sources, key="xai_source", horizontal=True)
 description, runs = shipped if shipped is not None else (None, None)
-if source is not None and source != "shipped":
-    preset = source.removeprefix("your run (").removesuffix(")")
+preset = xv.source_preset(source)
+if preset is not None:
     with st.spinner(f"Measuring the {preset} runs (Grad-CAM and accuracies)…"), guard(f"read the {preset} results"):
         description, runs = describe(PRESETS[preset]), xv.results_for(ws, preset)
     if runs is None:
@@ -241,10 +196,8 @@ with guard("draw the λ trade-off"):
 # --------------------------------------------------------------------------- maps
 st.subheader("Grad-CAM maps on shifted test images")
 with guard("compute the Grad-CAM maps"):
-    teacher_id = xv.teacher_run(runs)
-    kd_id = xv.student_run(runs, "kd", seed)
-    scratch_id = xv.student_run(runs, "scratch", seed)
-    xai_id = xv.student_run(runs, "explanation_kd", seed, lam)
+    models = xv.map_models(runs, seed, lam)
+    kd_id = models["KD"]
     split = xv.shifted_split(ws, kd_id)
     state.from_url("xai_pick", xv.IMAGE_CHOICES[0], valid=xv.IMAGE_CHOICES)
     state.from_url("xai_n", 4, int, valid=range(1, 9))
@@ -257,40 +210,15 @@ with guard("compute the Grad-CAM maps"):
         if pick == "by index":
             start = int(cols[2].number_input("First image", 0, len(split.y) - 1, key="xai_start"))
         state.to_url("xai_pick", "xai_n", *(("xai_start",) if pick == "by index" else ()))
-    if pick != "by index" and lam == 0:
-        st.info(
-            "At λ = 0 the explanation-guided student *is* the KD student: nothing to disagree on. "
-            "Showing images by index."
-        )
-        pick = "by index"
-    labels = split.y.numpy()
-    if pick == "by index":
-        indices = xv.pick_images(labels, labels, labels, n_images, pick, start)
-    else:
-        pool = xv.POOL
-        indices = xv.pick_images(
-            labels[:pool],
-            xv.shifted_predictions(ws, kd_id, kd_id, pool),
-            xv.shifted_predictions(ws, xai_id, kd_id, pool),
-            n_images,
-            pick,
-        )
-        if len(indices) == 0:
-            st.info(f"The KD and explanation-KD students (seed {seed}, λ = {lam:g}) agree on all first {pool} images.")
-            indices = xv.pick_images(labels, labels, labels, n_images, "by index", 0)
-    models = {"Teacher": teacher_id, "Scratch": scratch_id, "KD": kd_id}
-    if lam > 0:
-        models[f"Explanation-KD λ={lam:g}"] = xai_id
+    indices, note = xv.map_images(ws, runs, seed, lam, pick, n_images, start)
+    if note:
+        st.info(note)
     last = int(indices.max()) + 1
     with st.spinner(f"Grad-CAM on {len(indices)} images × {len(models)} models…"):
         maps = {name: xv.gradcam_maps(ws, rid, kd_id, indices) for name, rid in models.items()}
         predictions = {name: xv.shifted_predictions(ws, rid, kd_id, last) for name, rid in models.items()}
     class_names = [str(c) for c in ws.dataset(kd_id).class_names]
-    row_labels = [
-        f"#{i} {class_names[int(labels[i])]}"
-        + ("" if all(int(p[i]) == int(labels[i]) for p in predictions.values()) else " *")
-        for i in indices
-    ]
+    row_labels, predictions_table = xv.map_rows(indices, split.y.numpy(), predictions, class_names)
     fig = attribution_grid(
         split.x[indices],
         maps,
@@ -305,13 +233,7 @@ with guard("compute the Grad-CAM maps"):
         "ground-truth mask; the cue is a small patch in a corner. Each column has its own colour scale."
     )
     table(
-        pd.DataFrame(
-            {
-                "image": indices,
-                "true class": [class_names[int(labels[i])] for i in indices],
-                **{f"{name} predicts": [class_names[int(p[i])] for i in indices] for name, p in predictions.items()},
-            }
-        ),
+        predictions_table,
         key="xai_predictions",
         name="shortcut-predictions",
     )

@@ -4,11 +4,11 @@ import streamlit as st
 
 from kdviz.data.dataset import DatasetError
 from kdviz.data.uploads import list_uploads, save_upload
-from kdviz.plots import learning_curves, loss_term_curves
 from kdviz.views import train as tv
 from ui import state
 from ui.app import bootstrap
-from ui.widgets import chart, guard
+from ui.progress import job_card, job_progress
+from ui.widgets import guard
 
 selection = bootstrap()
 
@@ -168,41 +168,14 @@ my_jobs = registry.jobs(me)
 watching = {job.id for job in my_jobs if not job.finished}
 
 
-def cancel(job) -> None:
-    """Let go of a job: it stops unless another session still watches it (then it trains on for them)."""
-    others = [owner for owner in job.owners if owner != me]
-    job.cancel(owner=me)
-    st.toast("Cancelled." if not others else f"You let go of it; it keeps training for {len(others)} other session(s).")
-
-
-@st.fragment(run_every=1.0 if watching else None)
-def job_panel() -> None:
-    """This session's jobs, polled every second while one is unfinished; never blocks the page."""
+def show_jobs() -> bool:
+    """This session's jobs as cards; True once every job it was watching has finished."""
     jobs = registry.jobs(me)
-    waiting = sum(1 for job in registry.active() if job.state == "queued")
-    st.caption(f"{len(registry.active())} active job(s) on this server, {waiting} waiting.")
     if not jobs:
         st.caption("Jobs you start appear here with their live curves.")
     for job in jobs[:6]:
-        snap = job.snapshot()
-        with st.container(border=True, key=f"tr_job_{job.id}"):
-            st.markdown(f"**{tv.describe_config(snap['config'])}** · job `{job.id[:10]}`")
-            st.markdown(tv.job_line(snap))
-            if snap["epochs"]:
-                st.progress(min(1.0, snap["epoch"] / snap["epochs"]))
-            if snap["history"]:
-                left, right = st.columns(2)
-                with left, guard("draw the loss terms"):
-                    chart(loss_term_curves(snap["history"]), key=f"tr_terms_{job.id}")
-                with right, guard("draw the accuracy"):
-                    metric = "val_accuracy" if "val_accuracy" in snap["history"][-1] else "train_accuracy"
-                    chart(learning_curves({"this run": snap["history"]}, metric), key=f"tr_acc_{job.id}")
-            if not job.finished:
-                st.button("Cancel", key=f"tr_cancel_{job.id}", on_click=cancel, args=(job,))
-            elif snap["state"] == "done":
-                st.success("Finished: pick it in the sidebar of any page.")
-    if watching and all(registry.get(job_id) is None or registry.get(job_id).finished for job_id in watching):
-        st.rerun(scope="app")  # new runs appear in the sidebar; polling stops
+        job_card(job, me, key="tr")
+    return bool(watching) and all(registry.get(i) is None or registry.get(i).finished for i in watching)
 
 
-job_panel()
+job_progress(registry, active=bool(watching), show=show_jobs, what="show your jobs")

@@ -254,3 +254,40 @@ def test_failed_run_is_reported_and_cancel_stops_queued_jobs(tmp_path) -> None:
         progress = xv.shortcut_progress(registry, ws, config)
         assert progress["errors"] == ["teacher (seed 0): out of memory on purpose"]
         assert progress["active"] == 0 and not progress["complete"]
+
+
+def test_page_selections_sources_progress_and_messages() -> None:
+    assert xv.result_sources(True, ["tiny"]) == ["shipped", "your run (tiny)"]
+    assert xv.result_sources(False, ["tiny", "default"]) == ["your run (tiny)", "your run (default)"]
+    assert [xv.source_preset(s) for s in ("shipped", None, "your run (tiny)")] == [None, None, "tiny"]
+    runs = [{"label": "teacher", "seed": 0, "state": "waiting", "epoch": 0, "epochs": 3}]
+    runs += [{"label": f"kd λ={i}", "seed": 1, "state": "running", "epoch": 2, "epochs": 5} for i in range(7)]
+    lines = xv.progress_lines({"runs": runs}).splitlines()
+    assert lines[0] == "- teacher, seed 0: waits for the queue" and lines[1] == "- kd λ=0, seed 1: running, epoch 2/5"
+    assert lines[-1] == "- … and 2 more" and len(lines) == 7
+    assert xv.finish_message("tiny", 7, 7, 1.0).startswith("All 7 runs of the tiny preset were already stored")
+    assert "shipped sample runs" in xv.finish_message("default", 16, 16, 0.0)
+    assert xv.finish_message("tiny", 7, 2, 4.4).startswith("Trained 5 run(s) in 4 s. The page now shows")
+
+
+def test_map_models_images_and_rows(app_home) -> None:
+    from kdviz.store import RunStore
+    from kdviz.workspace import Workspace
+
+    ws = Workspace(RunStore(app_home))
+    _, runs = xv.shipped_results(ws)
+    seed = xv.student_seeds(runs)[0]
+    assert list(xv.map_models(runs, seed, 0.0)) == ["Teacher", "Scratch", "KD"]
+    models = xv.map_models(runs, seed, 3.0)
+    assert list(models)[-1] == "Explanation-KD λ=3" and models["KD"] == xv.student_run(runs, "kd", seed)
+    indices, note = xv.map_images(ws, runs, seed, 0.0, xv.IMAGE_CHOICES[1], 3)
+    assert indices.tolist() == [0, 1, 2] and "nothing to disagree on" in note  # λ = 0: by index
+    indices, note = xv.map_images(ws, runs, seed, 3.0, "by index", 2, start=10)
+    assert indices.tolist() == [10, 11] and note is None
+    indices, note = xv.map_images(ws, runs, seed, 3.0, xv.IMAGE_CHOICES[1], 4)
+    assert 1 <= len(indices) <= 4 and note is None and (indices < xv.POOL).all()
+    labels = np.array([0, 1, 2])
+    rows, table = xv.map_rows([0, 2], labels, {"A": np.array([0, 1, 1]), "B": np.array([0, 1, 2])}, ["a", "b", "c"])
+    assert rows == ["#0 a", "#2 c *"]
+    assert table.to_dict("list") == {"image": [0, 2], "true class": ["a", "c"], "A predicts": ["a", "b"],
+                                     "B predicts": ["a", "c"]}  # fmt: skip

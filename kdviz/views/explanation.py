@@ -48,22 +48,30 @@ __all__ = [
     "cancel_shortcut",
     "comparison",
     "comparison_table",
+    "finish_message",
     "gradcam_maps",
     "lambda_options",
+    "map_images",
+    "map_models",
+    "map_rows",
     "model_label",
     "pick_images",
+    "progress_lines",
     "rerun_seconds",
+    "result_sources",
     "results_for",
-    "shortcut_plan",
-    "shortcut_progress",
     "shifted_predictions",
     "shifted_split",
     "shipped_results",
+    "shortcut_plan",
+    "shortcut_progress",
+    "source_preset",
     "student_run",
-    "submit_shortcut",
     "student_seeds",
+    "submit_shortcut",
     "teacher_run",
     "tradeoff_series",
+    "your_run",
 ]
 
 #: Role name of explanation-guided students: `kdviz.plots.role_color(EXPLANATION_ROLE)` is their colour.
@@ -407,3 +415,107 @@ def results_for(ws: Workspace, preset: str | ShortcutConfig) -> pd.DataFrame | N
     if shipped is not None and tuple(shipped[1]["run_id"]) == ids:
         return shipped[1]
     return ws.cached(("xai_shortcut_results", config, ids), lambda: shortcut_results(ws.store, config))
+
+
+# --------------------------------------------------------------------------- what the page shows
+
+
+def your_run(preset: str) -> str:
+    """The name of a preset's results run here, e.g. ``your run (tiny)`` (a choice of *Results from*)."""
+    return f"your run ({preset})"
+
+
+def result_sources(shipped: bool, finished: Sequence[str]) -> list[str]:
+    """The choices of *Results from*: ``shipped`` (when it ships) and then each preset run here, in run order."""
+    return (["shipped"] if shipped else []) + [your_run(p) for p in finished]
+
+
+def source_preset(source: str | None) -> str | None:
+    """The preset of a *Results from* choice (None for the shipped results)."""
+    if source is None or source == "shipped":
+        return None
+    return source.removeprefix("your run (").removesuffix(")")
+
+
+def progress_lines(progress: dict[str, Any], limit: int = 6) -> str:
+    """Markdown list of `shortcut_progress`'s unstored runs (at most `limit`, then "… and N more")."""
+    lines = []
+    for run in progress["runs"][:limit]:
+        state = run["state"]
+        if state == "waiting":
+            state = "waits for the queue" if run["label"] == "teacher" else "waits for the teacher"
+        epochs = f", epoch {run['epoch']}/{run['epochs']}" if run["state"] == "running" else ""
+        lines.append(f"- {run['label']}, seed {run['seed']}: {state}{epochs}")
+    more = len(progress["runs"]) - limit
+    return "\n".join(lines) + (f"\n- … and {more} more" if more > 0 else "")
+
+
+def finish_message(preset: str, total: int, done_at_start: int, seconds: float) -> str:
+    """What a finished run of `preset` did: nothing (all `total` runs were stored) or how many it trained, how fast."""
+    if done_at_start == total:
+        what = f"All {total} runs of the {preset} preset were already stored, so nothing was trained"
+        if preset == "default":
+            what += " (the default preset's runs are the shipped sample runs)"
+    else:
+        what = f"Trained {total - done_at_start} run(s) in {seconds:.0f} s"
+    return f"{what}. The page now shows **{your_run(preset)}**; switch with *Results from* at the top."
+
+
+def map_models(runs: pd.DataFrame, seed: int, lam: float) -> dict[str, str]:
+    """Column name → run id of the Grad-CAM grid: teacher, scratch and KD students, and explanation-KD when λ > 0."""
+    models = {
+        "Teacher": teacher_run(runs),
+        "Scratch": student_run(runs, "scratch", seed),
+        "KD": student_run(runs, "kd", seed),
+    }
+    if lam > 0:
+        models[f"Explanation-KD λ={lam:g}"] = student_run(runs, "explanation_kd", seed, lam)
+    return models
+
+
+def map_images(
+    ws: Workspace, runs: pd.DataFrame, seed: int, lam: float, how: str, n: int, start: int = 0
+) -> tuple[np.ndarray, str | None]:
+    """The shifted-test images of the map grid and a note when the choice `how` had to fall back to "by index"
+    (λ = 0: both students are the KD student; or the two students agree on the whole pool)."""
+    kd_id = student_run(runs, "kd", seed)
+    labels = shifted_split(ws, kd_id).y.numpy()
+    if how != "by index" and lam == 0:
+        note = (
+            "At λ = 0 the explanation-guided student *is* the KD student: nothing to disagree on. "
+            "Showing images by index."
+        )
+        return pick_images(labels, labels, labels, n, "by index", 0), note
+    if how == "by index":
+        return pick_images(labels, labels, labels, n, how, start), None
+    xai_id = student_run(runs, "explanation_kd", seed, lam)
+    indices = pick_images(
+        labels[:POOL],
+        shifted_predictions(ws, kd_id, kd_id, POOL),
+        shifted_predictions(ws, xai_id, kd_id, POOL),
+        n,
+        how,
+    )
+    if len(indices) == 0:
+        note = f"The KD and explanation-KD students (seed {seed}, λ = {lam:g}) agree on all first {POOL} images."
+        return pick_images(labels, labels, labels, n, "by index", 0), note
+    return indices, None
+
+
+def map_rows(
+    indices: Sequence[int], labels: np.ndarray, predictions: dict[str, np.ndarray], class_names: Sequence[str]
+) -> tuple[list[str], pd.DataFrame]:
+    """Row labels of the map grid (``#12 circle``, `` *`` where some model is wrong) and the predictions table."""
+    rows = [
+        f"#{i} {class_names[int(labels[i])]}"
+        + ("" if all(int(p[i]) == int(labels[i]) for p in predictions.values()) else " *")
+        for i in indices
+    ]
+    table = pd.DataFrame(
+        {
+            "image": indices,
+            "true class": [class_names[int(labels[i])] for i in indices],
+            **{f"{name} predicts": [class_names[int(p[i])] for i in indices] for name, p in predictions.items()},
+        }
+    )
+    return rows, table

@@ -110,12 +110,38 @@ def _build_parser() -> argparse.ArgumentParser:
     samples = sub.add_parser("build-samples", help="train the sample models the app ships with (sample_models/)")
     samples.add_argument("--out", default=None, help="output folder (default: the repository's sample_models/)")
     samples.add_argument("--datasets", default=None, help="comma-separated subset of the sample datasets")
-    sub.add_parser(
+    app = sub.add_parser(
         "app",
         help="serve the app on http://localhost:8501 and warm it; other options go to `streamlit run`",
         description="Runs `streamlit run app.py [options]` (e.g. --server.port 8502) and, in the background, one "
         "warm-up run of the root page (ui.warmup) that installs the sample models before the first visitor.",
     )
+    app.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let saved own pairs rebuild their models with factories from MODULE (repeatable; code you trust)",
+    )
+    inspect = sub.add_parser(
+        "inspect",
+        help="open the app on your own teacher and student (factories + weights + an .npz of data)",
+        description="TEACHER and STUDENT are factories 'package.module:function' that build your models; their "
+        "weights come from safetensors files (or torch.save state dicts, read with weights_only=True). The data "
+        "file is an .npz with x_test and y_test (optionally x_train, y_train, x_val, y_val, masks_test, "
+        "class_names), or x and y. The pair is saved in the run store and the app opens on it.",
+    )
+    inspect.add_argument("teacher", help="factory of the teacher, e.g. mypkg.models:make_teacher")
+    inspect.add_argument("student", help="factory of the student, e.g. mypkg.models:make_student")
+    inspect.add_argument("--data", required=True, help=".npz file with the test split (and optionally others)")
+    inspect.add_argument("--teacher-weights", help="the teacher's state dict (.safetensors, or .pt/.pth)")
+    inspect.add_argument("--student-weights", help="the student's state dict (.safetensors, or .pt/.pth)")
+    inspect.add_argument("--teacher-kwargs", default="{}", help="JSON keyword arguments of the teacher's factory")
+    inspect.add_argument("--student-kwargs", default="{}", help="JSON keyword arguments of the student's factory")
+    inspect.add_argument("--output", help="key or index of the logits when the models return a dict or tuple")
+    inspect.add_argument("--name", default="my-pair", help="the pair's name in the app (default: my-pair)")
+    inspect.add_argument("--port", type=int, default=8501)
+    inspect.add_argument("--no-app", action="store_true", help="save the pair and print its summary only")
     return parser
 
 
@@ -398,6 +424,11 @@ def _cmd_app(args: argparse.Namespace, streamlit_args: list[str]) -> int:
         raise ValueError(f"app.py is not next to the kdviz package ({app}): run the app from a checkout of kdviz")
     if args.home:
         os.environ["KDVIZ_HOME"] = str(Path(args.home).expanduser().resolve())
+    if args.allow_module:
+        from kdviz.models.external import ALLOW_ENV
+
+        allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + list(args.allow_module)
+        os.environ[ALLOW_ENV] = ",".join(dict.fromkeys(allowed))
     os.chdir(app.parent)
     # `sh -c '... &'` detaches the warm-up (no zombie under streamlit); it waits for the server's health check
     subprocess.run(["sh", "-c", '"$@" &', "sh", sys.executable, "-m", "ui.warmup", *streamlit_args], check=True)
@@ -405,7 +436,49 @@ def _cmd_app(args: argparse.Namespace, streamlit_args: list[str]) -> int:
     return 0  # not reached
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Build the user's two models from their factories and weights, save the pair, open the app on it."""
+    import json
+    import os
+
+    from kdviz.external import Pair, show
+    from kdviz.external.files import load_pair_data, load_weights
+    from kdviz.models.external import ALLOW_ENV, load_factory
+
+    modules = [path.partition(":")[0] for path in (args.teacher, args.student)]
+    # whoever runs `kdviz inspect` names these factories: that is the permission to import them
+    allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + modules
+    os.environ[ALLOW_ENV] = ",".join(dict.fromkeys(allowed))
+    built = {}
+    factories = {}
+    for role, path, kwargs_text, weights in (
+        ("teacher", args.teacher, args.teacher_kwargs, args.teacher_weights),
+        ("student", args.student, args.student_kwargs, args.student_weights),
+    ):
+        try:
+            kwargs = json.loads(kwargs_text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--{role}-kwargs is not JSON ({error.msg}): {kwargs_text!r}") from error
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--{role}-kwargs must be a JSON object, got {kwargs_text!r}")
+        model = load_factory(path)(**kwargs)
+        if weights:
+            load_weights(model, weights, role)
+        built[role] = model
+        factories[role] = (path, kwargs)
+    data = load_pair_data(args.data)
+    output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
+    pair = Pair(built["teacher"], built["student"], output=output, name=args.name, **data)
+    if args.no_app:
+        pair.save(args.name, factories=factories)
+        print(pair.summary(n_resamples=200).round(4).to_string())
+        return 0
+    show(pair, args.name, port=args.port, factories=factories)
+    return 0
+
+
 COMMANDS = {
+    "inspect": _cmd_inspect,
     "build-samples": _cmd_build_samples,
     "experiment": _cmd_experiment,
     "train": _cmd_train,

@@ -290,3 +290,33 @@ def test_distill_refuses_methods_your_student_cannot_serve(teacher: nn.Module) -
         kdviz.distill_student(teacher, TupleOutputNet(), train=(X, Y), method="nope")
     with pytest.raises(DatasetError, match="needs training data"):
         kdviz.distill_student(teacher, TupleOutputNet(), test=(X, Y))
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def test_kdviz_inspect_saves_the_pair_and_answers_bad_files(tmp_path, monkeypatch, capsys) -> None:
+    from safetensors.torch import save_file
+
+    from kdviz.cli import main
+
+    monkeypatch.setenv("KDVIZ_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    torch.manual_seed(0)
+    save_file(ResNetish().state_dict(), str(tmp_path / "teacher.safetensors"))
+    save_file(TupleOutputNet().state_dict(), str(tmp_path / "student.safetensors"))
+    save_file(TupleOutputNet(width=4).state_dict(), str(tmp_path / "wrong.safetensors"))
+    np.savez(tmp_path / "data.npz", x_test=X_TEST.numpy(), y_test=Y_TEST.numpy(), class_names=np.array(list("abcd")))
+    args = ["inspect", "own_models:make_resnetish", "own_models:make_tuple_net", "--data", str(tmp_path / "data.npz")]
+    weights = ["--teacher-weights", str(tmp_path / "teacher.safetensors")]
+    assert main([*args, *weights, "--student-weights", str(tmp_path / "student.safetensors"), "--no-app"]) == 0
+    assert "TupleOutputNet" in capsys.readouterr().out
+    records = RunStore(tmp_path / "home").list()
+    assert {r.config["role"] for r in records} == {"teacher", "student"}
+    assert main([*args, "--student-weights", str(tmp_path / "wrong.safetensors"), "--no-app"]) == 2
+    assert "do not match the architecture its factory builds: size mismatch" in capsys.readouterr().err
+    np.savez(tmp_path / "pickled.npz", x_test=np.array([object()]), y_test=np.array([0]))
+    assert main([*args[:3], "--data", str(tmp_path / "pickled.npz"), "--no-app"]) == 2
+    assert "object arrays (pickles), which are not read" in capsys.readouterr().err
+    assert main(["inspect", "own_models:nothing", "own_models:make_tuple_net", "--data", "x.npz", "--no-app"]) == 2
+    assert "has no 'nothing'" in capsys.readouterr().err

@@ -30,7 +30,9 @@ SHAPES = {
 }
 KINDS = {"rgb32": "image", "digits": "image", "signal": "signal", "points": "points", "tabular": "tabular"}
 FITS = {"mlp": list(SHAPES), "cnn": ["rgb32", "digits"], "resnet": ["rgb32", "digits"], "cnn1d": ["signal"]}
-ARCHES = "mlp, cnn, cnn1d, cnn_exits, cnn_branches, cnn1d_exits, cnn1d_branches, mlp_exits, mlp_branches, resnet"
+ARCHES = (
+    "mlp, cnn, cnn1d, external, cnn_exits, cnn_branches, cnn1d_exits, cnn1d_branches, mlp_exits, mlp_branches, resnet"
+)
 FITS.update({f"{family}_{kind}": FITS[family] for family in ("mlp", "cnn", "cnn1d") for kind in ("exits", "branches")})
 CASES = [(name, shape) for name in list_models() for shape in FITS[resolve_spec(name)["arch"]]]
 

@@ -64,7 +64,7 @@ def save_pair(
     that builds that model's architecture; roles without one are stored as exported programs.
     Saving the same pair again returns the same runs.
     """
-    from kdviz.distill.trainer import summarize
+    from kdviz.distill.evaluation import summarize
 
     store = store or RunStore()
     if name in {info.name for info in list_datasets()}:

@@ -8,7 +8,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXTERNAL = {"Pair", "DistillResult", "distill_student", "save_pair", "show", "supported_methods"}
+_EXTERNAL = {"Pair", "DistillResult", "distill_student", "save_pair", "show", "stop", "supported_methods"}
 
 
 def __getattr__(name: str) -> Any:

@@ -7,8 +7,8 @@ safetensors; never pickle).
 """
 
 from kdviz.external.distilling import DistillResult, distill_student, supported_methods
-from kdviz.external.launch import show
+from kdviz.external.launch import show, stop
 from kdviz.external.pair import Pair
 from kdviz.external.saving import save_pair
 
-__all__ = ["DistillResult", "Pair", "distill_student", "save_pair", "show", "supported_methods"]
+__all__ = ["DistillResult", "Pair", "distill_student", "save_pair", "show", "stop", "supported_methods"]

@@ -111,16 +111,58 @@ def test_kl_to_the_mixture_is_at_most_the_mean_kl(seed, teachers, temperature):
 # --- confidence weights, policy features, REINFORCE ---------------------------------------------------
 
 
-def test_confidence_weights_by_hand():
+def test_likelihood_weights_by_hand():
     # y = 0: teacher A gives the true class .8, B gives .4 -> τ=1: [2/3, 1/3]; τ=.5: ∝ p² -> [.8, .2]
     teachers = torch.stack([logits_of([[0.8, 0.2]]), logits_of([[0.4, 0.6]])])
     labels = torch.tensor([0])
     torch.testing.assert_close(
-        multi_teacher_losses.confidence_weights(teachers, labels, 1.0), torch.tensor([[2 / 3, 1 / 3]])
+        multi_teacher_losses.likelihood_weights(teachers, labels, 1.0), torch.tensor([[2 / 3, 1 / 3]])
     )
     torch.testing.assert_close(
-        multi_teacher_losses.confidence_weights(teachers, labels, 0.5), torch.tensor([[0.8, 0.2]])
+        multi_teacher_losses.likelihood_weights(teachers, labels, 0.5), torch.tensor([[0.8, 0.2]])
     )
+
+
+def test_ca_mkd_weights_with_three_teachers_by_hand():
+    # y = 0; the teachers give the true class p = .8, .4, .1, so CE_m = −ln p_m and e^{CE_m} = 1/p_m:
+    # 1.25, 2.5, 10 (sum 13.75) -> softmax_m(CE) = 1/11, 2/11, 8/11;
+    # w_m = (1 − softmax_m(CE)) / (M − 1) = (10/11, 9/11, 3/11) / 2 = 10/22, 9/22, 3/22.
+    teachers = torch.stack([logits_of([[0.8, 0.2]]), logits_of([[0.4, 0.6]]), logits_of([[0.1, 0.9]])])
+    labels = torch.tensor([0])
+    weights = multi_teacher_losses.ca_mkd_weights(teachers, labels)
+    torch.testing.assert_close(weights, torch.tensor([[10 / 22, 9 / 22, 3 / 22]]))
+    # kdviz's likelihood rule differs for three teachers: ∝ p = 8/13, 4/13, 1/13
+    torch.testing.assert_close(
+        multi_teacher_losses.likelihood_weights(teachers, labels, 1.0), torch.tensor([[8 / 13, 4 / 13, 1 / 13]])
+    )
+
+
+def test_ca_mkd_weights_equal_likelihood_weights_for_two_teachers():
+    # two teachers: (1 − softmax(CE))/1 = softmax(−CE) = p_m / (p_1 + p_2), the likelihood rule at τ = 1
+    generator = torch.Generator().manual_seed(0)
+    teachers = torch.randn(2, 6, 4, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(
+        multi_teacher_losses.ca_mkd_weights(teachers, labels),
+        multi_teacher_losses.likelihood_weights(teachers, labels, 1.0),
+    )
+    with pytest.raises(ValueError, match="at least 2 teachers"):
+        multi_teacher_losses.ca_mkd_weights(teachers[:1], labels)
+
+
+def test_weighted_teachers_default_is_ca_mkd_and_the_loss_uses_its_weights():
+    method = get_method("weighted_teachers")
+    assert method.hparams["policy"] == 2 and "CA-MKD" in method.card.paper
+    teachers = torch.stack([logits_of([[0.8, 0.2]]), logits_of([[0.4, 0.6]]), logits_of([[0.1, 0.9]])])
+    labels, student = torch.tensor([0]), torch.tensor([[0.3, -0.2]])
+    method.setup(SimpleNamespace(teachers=[None] * 3, teacher=object(), device=torch.device("cpu"), config={}))
+    batch = SimpleNamespace(teacher_logits_all=teachers, y=labels)
+    terms = method.loss_terms(None, batch, student)
+    h = method.hparams
+    weights = torch.tensor([[10 / 22, 9 / 22, 3 / 22]])
+    expected = multi_teacher_losses.multi_teacher_kd(student, teachers, labels, h["temperature"], h["alpha"], weights)
+    torch.testing.assert_close(terms["kd"], expected["kd"])
+    torch.testing.assert_close(terms["ce"], expected["ce"])
 
 
 def test_teacher_features_by_hand():
@@ -289,7 +331,10 @@ def test_requirements_have_clear_messages(moons, two_teachers, shapes, shapes_st
         fit(student_config(moons, method="ensemble"), moons, two_teachers[0], device="cpu")
     with pytest.raises(MethodError, match="'weighted_teachers' needs at least 2 teachers, got 0"):
         fit(student_config(moons, method="weighted_teachers"), moons, device="cpu")
-    with pytest.raises(MethodError, match="'policy'.*must be one of 0 = confidence, 1 = reinforce; got 0.5"):
+    with pytest.raises(
+        MethodError,
+        match="'policy'.*must be one of 0 = likelihood, 1 = reinforce, 2 = ca_mkd; got 0.5",
+    ):
         fit(student_config(moons, method="weighted_teachers", hparams={"policy": 0.5}), moons, teachers=two_teachers)
     with pytest.raises(MethodError, match="'privileged' needs a dataset with privileged inputs.*'moons' has none"):
         fit(student_config(moons, method="privileged"), moons, two_teachers[0], device="cpu")
@@ -362,14 +407,14 @@ def test_ensemble_batches_carry_every_teacher_and_logits_are_computed_once(moons
         assert key in history[-1]
 
 
-@pytest.mark.parametrize("policy", [0, 1])
+@pytest.mark.parametrize("policy", [0, 1, 2])
 def test_weighted_teachers_train_and_report_weights(moons, two_teachers, policy):
     config = student_config(moons, method="weighted_teachers", hparams={"policy": policy})
     _, history, _ = fit(config, moons, teachers=two_teachers, device="cpu")
     last = history[-1]
     assert last["teacher_weight/0"] + last["teacher_weight/1"] == pytest.approx(1.0, rel=1e-5)
     assert math.isfinite(last["loss/kd"])
-    if policy:
+    if policy == 1:
         assert math.isfinite(last["policy/reward"]) and "policy/baseline" in last
         _, again, _ = fit(config, moons, teachers=two_teachers, device="cpu")
         assert again[-1]["teacher_weight/0"] == last["teacher_weight/0"]  # sampling is seeded

@@ -37,11 +37,12 @@ def mixed_soft_targets(
     return torch.einsum("bm,mbk->bk", weights.to(probs.dtype), probs)
 
 
-def confidence_weights(teacher_logits_all: torch.Tensor, labels: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """B×M teacher weights w_im = softmax_m(log p_m(y_i) / τ), p_m = softmax(z_m) at temperature 1.
+def likelihood_weights(teacher_logits_all: torch.Tensor, labels: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """B×M teacher weights w_im = softmax_m(log p_m(y_i) / τ) = softmax_m(−CE_im / τ), p_m = softmax(z_m).
 
-    A teacher counts more on a sample the more probability it gives the true class; τ = 1 makes
-    the weights proportional to p_m(y_i), a small τ picks the most confident-and-right teacher.
+    kdviz's own rule (not CA-MKD's): a teacher counts more on a sample the more probability it
+    gives the true class; τ = 1 makes the weights proportional to p_m(y_i), a small τ picks the
+    most confident-and-right teacher. For two teachers and τ = 1 it equals `ca_mkd_weights`.
     """
     _check_stacked(teacher_logits_all)
     check_temperature(tau)
@@ -49,6 +50,24 @@ def confidence_weights(teacher_logits_all: torch.Tensor, labels: torch.Tensor, t
     index = labels.view(1, -1, 1).expand(len(teacher_logits_all), -1, 1)
     true_class = log_probs.gather(-1, index).squeeze(-1)  # M×B
     return F.softmax(true_class.T / tau, dim=-1)
+
+
+def ca_mkd_weights(teacher_logits_all: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """B×M teacher weights of CA-MKD (Zhang, Chen, Wang, ICASSP 2022, official code):
+    w_im = (1 − softmax_m(CE_im)) / (M − 1), CE_im = −log softmax(z_m,i)[y_i].
+
+    The softmax runs over the teachers, per sample; a teacher with a lower CE gets a larger
+    weight, and the weights of a sample sum to 1. With M = 2 this equals `likelihood_weights`
+    at τ = 1 (w ∝ p_m(y_i)); with 3 or more teachers the two differ (CA-MKD's are flatter).
+    """
+    _check_stacked(teacher_logits_all)
+    count = len(teacher_logits_all)
+    if count < 2:
+        raise ValueError(f"CA-MKD weights need at least 2 teachers, got {count}")
+    log_probs = F.log_softmax(teacher_logits_all.float(), dim=-1)  # M×B×K
+    index = labels.view(1, -1, 1).expand(count, -1, 1)
+    ce = -log_probs.gather(-1, index).squeeze(-1)  # M×B
+    return ((1.0 - F.softmax(ce, dim=0)) / (count - 1)).T
 
 
 def teacher_features(

@@ -14,7 +14,9 @@ from kdviz.distill.losses import multi_teacher as multi_teacher_losses
 from kdviz.distill.methods.response import KD_ALPHA, KD_TEMPERATURE
 from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, MethodError, register_method
 
-POLICIES = ("confidence", "reinforce")  # weighted_teachers' `policy`: the name of each code 0, 1
+# weighted_teachers' `policy`: the name of each code. Codes keep their meaning across versions (stored runs
+# name a code): 0 was the first "confidence" rule, kdviz's likelihood weights; CA-MKD's rule came later as 2.
+POLICIES = ("likelihood", "reinforce", "ca_mkd")
 MATCHES = ("same_sample", "same_class")  # privileged's `match`: the name of each code 0, 1
 
 
@@ -72,12 +74,15 @@ class SelectionPolicy(nn.Module):
 class WeightedTeachers(Method):
     name = "weighted_teachers"
     card = MethodCard(
-        title="Per-sample teacher weights (confidence, or a selection policy trained with REINFORCE)",
-        paper="Zhang, Chen, Wang, Confidence-Aware Multi-Teacher Knowledge Distillation, ICASSP 2022 (confidence "
-        "weights); Yuan, Shou, Pei, Lin, Gong, Fu, Jiang, Reinforced Multi-Teacher Selection for Knowledge "
-        "Distillation, AAAI 2021 (a selection policy trained with REINFORCE)",
+        title="Per-sample teacher weights (CA-MKD confidence, or a selection policy trained with REINFORCE)",
+        paper="Zhang, Chen, Wang, Confidence-Aware Multi-Teacher Knowledge Distillation, ICASSP 2022 (CA-MKD: the "
+        "confidence weights, policy=2); Yuan, Shou, Pei, Lin, Gong, Fu, Jiang, Reinforced Multi-Teacher Selection "
+        "for Knowledge Distillation, AAAI 2021 (a selection policy trained with REINFORCE, policy=1)",
         formula="q_i = Σ_m w_im·softmax(z_m,i/T); L = (1-α)·CE(y, s) + α·T²·KL(q ‖ softmax(z_s/T)). "
-        "policy=0 (confidence): w_im = softmax_m(log p_m(y_i)/τ), p_m = softmax(z_m); τ=1 gives w ∝ p_m(y_i). "
+        "policy=2 (ca_mkd, default): w_im = (1 − softmax_m(CE_im)) / (M − 1), CE_im = −log p_m(y_i), "
+        "p_m = softmax(z_m) (CA-MKD's official code). "
+        "policy=0 (likelihood, kdviz's own): w_im = softmax_m(log p_m(y_i)/τ); τ=1 gives w ∝ p_m(y_i), equal to "
+        "CA-MKD's for 2 teachers, flatter-to-sharper by τ and different from it for 3 or more. "
         "policy=1 (reinforce): a_i ~ π_θ(·|i) = softmax_m(θ·f_im + b_m), f_im = (max_k p_m, H(p_m)/log K, "
         "p_m(y_i), 1[argmax p_m = argmax s]); w_i = onehot(a_i). Reward r_i = CE_i(student before the step) − "
         "CE_i(student after it), both in eval mode on the step's own batch; baseline b ← β·b + (1-β)·mean_i r_i, "
@@ -85,17 +90,27 @@ class WeightedTeachers(Method):
         "θ, b_m per training step (made one step late: step t's reward is known at step t+1)",
         claim="Teachers are not equally right on every sample: weighting them per sample, by their confidence in "
         "the true class or by a policy rewarded for how much the student improves, beats plain averaging. "
-        "kdviz's policy is linear over four features with a one-step CE-improvement reward (the paper's "
-        "policy network, state and reward differ); the reinforce variant costs two extra eval forwards per step.",
+        "Deviations from CA-MKD's official code: it sums the per-teacher KLs, Σ_m w_m·T²·KL(p_m ‖ s), and divides "
+        "that by M as well — here the KL to the weighted mixture q has the same gradient (the two differ by a "
+        "constant) but no 1/M, so its α weighs M times more; its intermediate-feature term (student features "
+        "through per-teacher adapters, MSE weighted by the same w) is not implemented; T=4, α=0.9 are kdviz's "
+        "KD defaults. The reinforce policy is kdviz's: linear over four features with a one-step "
+        "CE-improvement reward (the paper's policy network, state and reward differ); it costs two extra eval "
+        "forwards per step.",
         family="multi-teacher",
     )
     hyperparameters = {
         "temperature": KD_TEMPERATURE,
         "alpha": KD_ALPHA,
         "policy": Hyperparameter(
-            0, "0 = confidence weights; 1 = REINFORCE selection policy", 0, 1, kind="choice", choices=POLICIES
+            2,
+            "2 = CA-MKD confidence weights; 1 = REINFORCE selection policy; 0 = kdviz's likelihood weights",
+            kind="choice",
+            choices=POLICIES,
         ),
-        "weight_temperature": Hyperparameter(1.0, "τ of the confidence weights (small: trust one teacher)", 1e-3, 100),
+        "weight_temperature": Hyperparameter(
+            1.0, "τ of the likelihood weights (policy=0; small: trust one teacher)", 1e-3, 100
+        ),
         "policy_lr": Hyperparameter(0.01, "Adam learning rate of the selection policy (policy=1)", 1e-6, 10.0),
         "baseline_momentum": Hyperparameter(0.9, "momentum β of the moving-average reward baseline", 0.0, 0.999),
     }
@@ -123,8 +138,10 @@ class WeightedTeachers(Method):
         if self._policy_name == "reinforce":
             self.reward_previous_step(ctx)
             weights = self.select_teachers(ctx, batch, student_logits)
+        elif self._policy_name == "ca_mkd":
+            weights = multi_teacher_losses.ca_mkd_weights(teachers, batch.y)
         else:
-            weights = multi_teacher_losses.confidence_weights(teachers, batch.y, self.hparams["weight_temperature"])
+            weights = multi_teacher_losses.likelihood_weights(teachers, batch.y, self.hparams["weight_temperature"])
         with torch.no_grad():
             self._weight_sums += weights.sum(dim=0)
             self._weighted_samples += len(weights)

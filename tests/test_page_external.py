@@ -34,6 +34,30 @@ def saved_pair(app_home: Path) -> dict[str, str]:
     return pair.save(factories={"student": ("own_models:make_tuple_net", {"width": 6})}, store=RunStore(app_home))
 
 
+@pytest.fixture(scope="module")
+def saved_table_pair(app_home: Path) -> dict[str, str]:
+    """A tabular pair (no convolution, no masks, no training history), both models as exported programs."""
+    from own_models import TabularNet
+
+    from kdviz.store import RunStore
+
+    torch.manual_seed(0)
+    rows = torch.randn(90, 6)
+    labels = (rows[:, 0] > 0).long() + (rows[:, 1] > 0.5).long()
+    pair = kdviz.Pair(TabularNet(hidden=32), TabularNet(hidden=8), test=(rows, labels), name="own-table")
+    return pair.save(store=RunStore(app_home))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_on_a_table_pair(app_env, saved_table_pair, page: str) -> None:
+    at = app_page(f"pages/{page}.py", dataset="own-table").run()
+    assert not at.exception, at.exception
+    assert not errors(at), errors(at)
+    if page in ("attributions", "divergence"):
+        notes = " ".join(i.value for i in at.info) + " ".join(c.value for c in at.caption)
+        assert notes  # the page says what it cannot show (no convolution for Grad-CAM, …)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_opens_on_your_own_pair(app_env, saved_pair, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
     monkeypatch.setenv(ALLOW_ENV, "own_models")

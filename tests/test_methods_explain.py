@@ -137,6 +137,38 @@ def test_explanation_kd_terms_by_hand():
         explain_losses.explanation_kd(student_logits, teacher_logits, labels, None, None, weight=-1)
 
 
+def test_e2kd_objective_is_the_default_and_has_no_label_term():
+    # e²KD: T²·KL(p_t^T ‖ p_s^T) + λ·mean(1 − cos), no CE. T = 2, λ = 3:
+    #   sample 1: z_s/T = (.5, 0), z_t/T = (1, 0); sample 2: z_s/T = (0, 1), z_t/T = (0, .5)
+    #   KL_1 = σ(1)·ln(σ(1)/σ(.5)) + σ(-1)·ln(σ(-1)/σ(-.5)); KL_2 is the same with the classes swapped
+    #   and the student at (0, 1): σ(-.5)·ln(σ(-.5)/σ(-1)) + σ(.5)·ln(σ(.5)/σ(1)).
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    kl_1 = sig(1) * math.log(sig(1) / sig(0.5)) + sig(-1) * math.log(sig(-1) / sig(-0.5))
+    kl_2 = sig(-0.5) * math.log(sig(-0.5) / sig(-1)) + sig(0.5) * math.log(sig(0.5) / sig(1))
+    student_logits = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    teacher_logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    teacher_maps = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    student_maps = torch.tensor([[1.0, 1.0, 0.0], [2.0, 2.0, 2.0]])  # cosines 1/2 and 1
+    for name in ("explanation_kd", "gradient_matching_kd"):
+        assert get_method(name).hparams["alpha"] == 1.0  # e²KD's objective by default
+    terms = explain_losses.explanation_kd(
+        student_logits, teacher_logits, labels, teacher_maps, student_maps, 2.0, weight=3.0
+    )
+    assert terms["ce"].item() == 0.0
+    assert terms["kd"].item() == pytest.approx(4 * (kl_1 + kl_2) / 2, abs=1e-6)
+    assert terms["explanation"].item() == pytest.approx(3.0 * 0.5 / 2)
+
+
+def test_shortcut_experiment_keeps_the_label_term_variant():
+    from kdviz.experiments.shortcut import SHORTCUT_DEFAULTS
+
+    config = SHORTCUT_DEFAULTS.student_config("explanation_kd", 0, "0" * 16, weight=1.0)
+    assert config.hparams["alpha"] == 0.9 == SHORTCUT_DEFAULTS.student_config("kd", 0, "0" * 16).hparams["alpha"]
+
+
 def test_explanation_similarity_targets_by_hand():
     # one sample, true class 0; E0 = [1, 0], E1 = [1, 1], E2 = [0, 1]: s = [1, 1/√2, 0]
     maps = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
@@ -332,7 +364,8 @@ def test_every_k_steps_and_frozen_maps_match_live(shapes):
 def test_explanation_kd_with_zero_weight_trains_exactly_like_kd(shapes):
     teacher = frozen(untrained("cnn-s", shapes, seed=2))
     kd_model, kd_history, _ = fit(tiny_config(shapes, "cnn-xs", "kd"), shapes, teacher)
-    zero_model, zero_history, _ = fit(tiny_config(shapes, "cnn-xs", "explanation_kd", {"weight": 0}), shapes, teacher)
+    zero_config = tiny_config(shapes, "cnn-xs", "explanation_kd", {"weight": 0, "alpha": 0.9})  # kd's α
+    zero_model, zero_history, _ = fit(zero_config, shapes, teacher)
     for a, b in zip(kd_model.state_dict().values(), zero_model.state_dict().values()):
         assert torch.equal(a, b)
     assert zero_history[-1]["loss/explanation"] == 0.0

@@ -37,12 +37,14 @@ def explanation_kd(
     teacher_maps: torch.Tensor | None,
     student_maps: torch.Tensor | None,
     temperature: float = 4.0,
-    alpha: float = 0.9,
+    alpha: float = 1.0,
     weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """Hinton KD plus λ·mean(1 − cos(E_t, E_s)), as weighted named terms {"ce", "kd", "explanation"}.
+    """KD plus λ·mean(1 − cos(E_t, E_s)), as weighted named terms {"ce", "kd", "explanation"}.
 
-    Without maps (steps that skip the term) the explanation term is a zero constant.
+    "ce" = (1-α)·CE(y, s), "kd" = α·T²·KL(p_t^T ‖ p_s^T). α = 1 is e²KD's objective (Parchami-Araghi
+    et al., ECCV 2024): T²·KL + λ·(1 − cos), no label term ("ce" is then zero); α < 1 is kdviz's
+    label-term variant. Without maps (steps that skip the term) the explanation term is a zero constant.
     """
     _check_weight(weight)
     terms = response_losses.hinton_kd(student_logits, teacher_logits, labels, temperature, alpha)

@@ -148,7 +148,13 @@ def test_byot_terms_hand_computation_and_detached_teacher():
     shallow_features = torch.tensor([[1.0, 2.0]], requires_grad=True)
     deepest_features = torch.zeros(1, 2, requires_grad=True)
     terms = multi_exit_losses.byot(
-        [shallow, deepest], [shallow_features, deepest_features], torch.tensor([1]), 1.0, 0.5, 2.0
+        [shallow, deepest],
+        [shallow_features, deepest_features],
+        torch.tensor([1]),
+        1.0,
+        0.5,
+        2.0,
+        feature_distance="half_mse",  # kdviz's earlier variant: every shallow exit gets the feature term
     )
     assert list(terms) == ["ce_exit1", "kd_exit1", "feat_exit1", "ce_exit2"]
     assert terms["ce_exit1"].item() == pytest.approx(0.143841, abs=1e-6)
@@ -161,13 +167,41 @@ def test_byot_terms_hand_computation_and_detached_teacher():
     assert deepest_features.grad is None or torch.all(deepest_features.grad == 0)
 
 
-def test_byot_kd_term_scales_with_t_squared():
-    # At T = 2 the logits [0, 2 ln 3] soften to [0.25, 0.75] again: kd = α·4·0.143841 = 0.5·0.575364 = 0.287682
-    terms = multi_exit_losses.byot(
-        [torch.tensor([[0.0, 2 * LN3]]), torch.zeros(1, 2)], [torch.zeros(1, 2)] * 2, torch.tensor([1]), 2.0, 0.5, 0.0
-    )
-    assert terms["kd_exit1"].item() == pytest.approx(0.287682, abs=1e-5)
-    assert terms["feat_exit1"].item() == 0.0
+def test_byot_kd_term_scales_with_t_squared_only_when_asked():
+    # At T = 2 the logits [0, 2 ln 3] soften to [0.25, 0.75] again: KL = 0.143841; official (no T²):
+    # kd = α·0.143841 = 0.071921; t_squared: α·4·0.143841 = 0.287682
+    args = ([torch.tensor([[0.0, 2 * LN3]]), torch.zeros(1, 2)], [torch.zeros(1, 2)] * 2, torch.tensor([1]), 2.0, 0.5)
+    assert multi_exit_losses.byot(*args, 0.0)["kd_exit1"].item() == pytest.approx(0.071921, abs=1e-5)
+    earlier = multi_exit_losses.byot(*args, 0.0, t_squared=True, feature_distance="half_mse")
+    assert earlier["kd_exit1"].item() == pytest.approx(0.287682, abs=1e-5)
+    assert earlier["feat_exit1"].item() == 0.0
+
+
+def test_byot_official_weighting_by_hand():
+    # Official code: α = 0.3, T = 3, λ = 0.03, no T², feature term λ·‖F_i − F_E‖₂ over the batch from exit 2 on.
+    # Three exits, y = 1; exit 1 z = [0, 3 ln 3] -> at T = 3 [.25, .75]; exit 2 z = [0, 0]; deepest z = [0, 0].
+    #   ce_exit1 = 0.7·(−ln σ(3 ln 3)) = 0.7·(−ln(27/28)) = 0.7·0.036368 = 0.025458
+    #   kd_exit1 = 0.3·KL([.5,.5] ‖ [.25,.75]) = 0.3·0.143841 = 0.043152 (no T²)
+    #   ce_exit2 = 0.7·ln 2 = 0.485203; kd_exit2 = 0 (same logits as the deepest)
+    #   feat_exit2 = 0.03·‖F_2 − F_E‖₂ = 0.03·‖[[3, 4], [0, 0]]‖ = 0.03·5 = 0.15; exit 1 has no feature term
+    #   ce_exit3 = ln 2 = 0.693147
+    logits = [torch.tensor([[0.0, 3 * LN3]] * 2), torch.zeros(2, 2), torch.zeros(2, 2)]
+    features = [torch.full((2, 2), 9.0), torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.zeros(2, 2)]
+    defaults = get_method("byot").hparams
+    assert (defaults["alpha"], defaults["temperature"], defaults["feature_weight"]) == (0.3, 3.0, 0.03)
+    assert defaults["t_squared"] == 0 and defaults["feature_distance"] == 0
+    terms = multi_exit_losses.byot(logits, features, torch.tensor([1, 1]), 3.0, 0.3, 0.03)
+    assert list(terms) == ["ce_exit1", "kd_exit1", "ce_exit2", "kd_exit2", "feat_exit2", "ce_exit3"]
+    expected = {
+        "ce_exit1": 0.7 * -math.log(27 / 28),
+        "kd_exit1": 0.3 * (0.5 * LN2 + 0.5 * math.log(2 / 3)),
+        "ce_exit2": 0.7 * LN2,
+        "kd_exit2": 0.0,
+        "feat_exit2": 0.15,
+        "ce_exit3": LN2,
+    }
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value, abs=1e-5), name
 
 
 def test_byot_rejects_bad_inputs():
@@ -358,7 +392,7 @@ def run(data, student, method, hparams=None, epochs=2):
 
 
 TERMS = {
-    "byot": ["ce_exit1", "kd_exit1", "feat_exit1", "ce_exit2", "kd_exit2", "feat_exit2", "ce_exit3"],
+    "byot": ["ce_exit1", "kd_exit1", "ce_exit2", "kd_exit2", "feat_exit2", "ce_exit3"],
     "multi_branch": [*(f"ce_branch{k}" for k in (1, 2, 3)), "ce_ensemble", *(f"kd_branch{k}" for k in (1, 2, 3))],
     "self_kd_ambiguity": ["ce", "recalibration", "self_kd", "ce_lower"],
 }

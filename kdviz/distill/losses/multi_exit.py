@@ -17,6 +17,9 @@ def _check_weight(name: str, value: float) -> None:
         raise ValueError(f"the weight {name} must be non-negative, got {value}")
 
 
+BYOT_FEATURE_DISTANCES = ("norm", "half_mse")  # byot's `feature_distance`: the name of each code 0, 1
+
+
 def byot(
     exit_logits: Sequence[torch.Tensor],
     exit_features: Sequence[torch.Tensor],
@@ -24,16 +27,29 @@ def byot(
     temperature: float,
     alpha: float,
     feature_weight: float,
+    t_squared: bool = False,
+    feature_distance: str = "norm",
 ) -> dict[str, torch.Tensor]:
     """Be Your Own Teacher: every exit learns the labels, shallow exits also learn from the deepest one.
 
     With exits 1..E (E deepest) and z_i, F_i the logits and features of exit i:
-    ``ce_exit{i}`` = (1-α)·CE(y, z_i) and ``ce_exit{E}`` = CE(y, z_E);
-    ``kd_exit{i}`` = α·T²·KL(p_E^T ‖ p_i^T) and ``feat_exit{i}`` = λ·½·mean((F_i - F_E)²) for i < E,
-    the deepest exit's logits and features detached (a teacher, not a peer).
+    ``ce_exit{i}`` = (1-α)·CE(y, z_i) for i < E and ``ce_exit{E}`` = CE(y, z_E);
+    ``kd_exit{i}`` = α·KL(p_E^T ‖ p_i^T) for i < E (times T² when `t_squared`);
+    ``feat_exit{i}``: with `feature_distance` "norm" (the official code's ``torch.dist``)
+    λ·‖F_i − F_E‖₂, the Euclidean norm over the whole batch tensor, for 2 ≤ i < E (the official code
+    leaves the shallowest exit out); with "half_mse" λ·½·mean((F_i − F_E)²) for every i < E.
+    The deepest exit's logits and features are detached (a teacher, not a peer).
+
+    The official code (Zhang et al., ICCV 2019) uses α = 0.3, T = 3, λ = 0.03, no T², and a
+    soft-target cross-entropy where this has the KL: they differ by the target's entropy, a
+    constant, so the gradients are the same.
     """
     check_alpha(alpha)
     _check_weight("λ of the feature term", feature_weight)
+    if feature_distance not in BYOT_FEATURE_DISTANCES:
+        raise ValueError(
+            f"feature_distance must be one of {', '.join(BYOT_FEATURE_DISTANCES)}, got {feature_distance!r}"
+        )
     if len(exit_logits) < 2 or len(exit_logits) != len(exit_features):
         raise ValueError(
             f"byot needs at least 2 exits and one feature tensor per exit; "
@@ -41,11 +57,20 @@ def byot(
         )
     deepest_logits = exit_logits[-1].detach()
     deepest_features = exit_features[-1].detach()
+    kd_scale = 1.0 if t_squared else 1.0 / temperature**2  # kd_kl carries T²
     terms: dict[str, torch.Tensor] = {}
     for number, (logits, features) in enumerate(zip(exit_logits[:-1], exit_features[:-1]), start=1):
         terms[f"ce_exit{number}"] = (1.0 - alpha) * cross_entropy(logits, labels)
-        terms[f"kd_exit{number}"] = alpha * kd_kl(logits, deepest_logits, temperature)
-        terms[f"feat_exit{number}"] = feature_weight * feature_l2(features, deepest_features)
+        terms[f"kd_exit{number}"] = alpha * kd_scale * kd_kl(logits, deepest_logits, temperature)
+        if feature_distance == "half_mse":
+            terms[f"feat_exit{number}"] = feature_weight * feature_l2(features, deepest_features)
+        elif number > 1:
+            if features.shape != deepest_features.shape:
+                raise ValueError(
+                    f"byot's feature term needs equal shapes; exit {number} {tuple(features.shape)}, "
+                    f"deepest {tuple(deepest_features.shape)}"
+                )
+            terms[f"feat_exit{number}"] = feature_weight * torch.linalg.vector_norm(features - deepest_features)
     terms[f"ce_exit{len(exit_logits)}"] = cross_entropy(exit_logits[-1], labels)
     return terms
 

@@ -68,18 +68,36 @@ class BeYourOwnTeacher(Method):
         paper="Zhang, Song, Gao, Chen, Bao, Ma, Be Your Own Teacher: Improve the Performance of Convolutional "
         "Neural Networks via Self Distillation, ICCV 2019",
         formula="exits 1..E after the stages (E = the model's own head); L = CE(y, z_E) + Σ_{i<E} [(1-α)·CE(y, z_i) "
-        "+ α·T²·KL(p_E^T ‖ p_i^T) + λ·½·mean((F_i − F_E)²)], z_E and F_E (penultimate features) detached; "
-        "F_i = exit i's bottleneck output (conv 3×3 + BN + ReLU + pool, or Linear + ReLU, to F_E's width)",
+        "+ α·KL(p_E^T ‖ p_i^T)] + λ·Σ_{2≤i<E} ‖F_i − F_E‖₂ (the Euclidean norm over the batch), z_E and F_E "
+        "(penultimate features) detached; F_i = exit i's bottleneck output (conv 3×3 + BN + ReLU + pool, or "
+        "Linear + ReLU, to F_E's width). Options: t_squared=1 multiplies the KD terms by T²; "
+        "feature_distance=1 uses λ·½·mean((F_i − F_E)²) for every shallow exit (both kdviz's earlier variant)",
         claim="Training shallow exits on the labels, the deepest exit's soft outputs and its features improves "
         "the whole network's accuracy and yields cheaper early exits for depth-wise scalable inference. Needs a "
-        "multi-exit student (cnn-s-exits, cnn1d-s-exits, mlp-64x3-exits). Defaults T=3, α=0.3, λ=0.03 follow "
-        "public re-implementations; the paper's exact values could not be confirmed offline.",
+        "multi-exit student (cnn-s-exits, cnn1d-s-exits, mlp-64x3-exits). Defaults follow the authors' official "
+        "code (ArchipLab-LinfengZhang/pytorch-self-distillation-final): α=0.3 (loss_coefficient), T=3, "
+        "λ=0.03 (feature_loss_coefficient), no T² on the KD term, the feature term ‖·‖₂ (torch.dist) from the "
+        "second exit on. Deviations: the official KD term is the soft-target cross-entropy (same gradient as the "
+        "KL used here, which is 0 when the exits agree); its feature term passes F_i through an extra Linear "
+        "adaptation layer, here the exit's bottleneck already maps to F_E's width; ‖·‖₂ over the batch grows "
+        "with √(batch size) (official batch 128); the paper's ResNets, augmentation and SGD schedule are not "
+        "reproduced. The common re-implementation (luanyunteng/pytorch-be-your-own-teacher) differs again: "
+        "α=0.1, T=3 with T², β=1e-6 on a summed, ReLU-masked squared error, (1-α) on the deepest CE too.",
         family=_FAMILY,
     )
     hyperparameters = {
         "temperature": Hyperparameter(3.0, "softmax temperature T of the deepest-to-shallow KD terms", 1e-3, 100.0),
         "alpha": Hyperparameter(0.3, "weight α of the KD term of each shallow exit; (1-α) weighs its CE", 0.0, 1.0),
         "feature_weight": Hyperparameter(0.03, "weight λ of the feature hint (shallow features to deepest)", 0, 100),
+        "t_squared": Hyperparameter(
+            0, "1: multiply the KD terms by T² (kdviz's earlier variant; the official code does not)", kind="flag"
+        ),
+        "feature_distance": Hyperparameter(
+            0,
+            "0: λ·‖F_i − F_E‖₂ over the batch from exit 2 on (official); 1: λ·½·mean((F_i − F_E)²) on every exit",
+            kind="choice",
+            choices=multi_exit_losses.BYOT_FEATURE_DISTANCES,
+        ),
     }
 
     def setup(self, ctx) -> None:
@@ -100,6 +118,8 @@ class BeYourOwnTeacher(Method):
             self.hparams["temperature"],
             self.hparams["alpha"],
             self.hparams["feature_weight"],
+            t_squared=bool(self.hparams["t_squared"]),
+            feature_distance=multi_exit_losses.BYOT_FEATURE_DISTANCES[int(self.hparams["feature_distance"])],
         )
 
 

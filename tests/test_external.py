@@ -320,3 +320,10 @@ def test_kdviz_inspect_saves_the_pair_and_answers_bad_files(tmp_path, monkeypatc
     assert "object arrays (pickles), which are not read" in capsys.readouterr().err
     assert main(["inspect", "own_models:nothing", "own_models:make_tuple_net", "--data", "x.npz", "--no-app"]) == 2
     assert "has no 'nothing'" in capsys.readouterr().err
+
+
+def test_deeplift_on_a_resnet_that_reuses_its_relu_says_why(teacher: nn.Module) -> None:
+    pair = kdviz.Pair(teacher, TupleOutputNet(), test=(X_TEST, Y_TEST))
+    with pytest.raises(ValueError, match=r"DeepLift needs every activation module .* ResNetish calls net.layer1.0.relu"):
+        pair.attributions([0], method="deeplift")
+    assert pair.attributions([0], method="integrated_gradients", n_steps=8)["teacher"].shape == (1, 3, 16, 16)

@@ -250,7 +250,37 @@ def _gradient_shap(model, inputs, target, baselines, internal_batch_size, option
 
 
 def _deeplift(model, inputs, target, baselines, internal_batch_size, options, generator):
+    reused = _reused_nonlinearities(model, inputs[:1])
+    if reused:
+        raise ValueError(
+            f"DeepLift needs every activation module to be called once per forward pass, but "
+            f"{getattr(model, 'label', type(model).__name__)} "
+            f"calls {', '.join(reused[:3])} several times (as torchvision-style ResNets do with `self.relu`); "
+            "use integrated gradients or gradient SHAP for this model"
+        )
     return DeepLift(model).attribute(inputs, baselines=_baselines_like(inputs, baselines), target=target)
+
+
+_DEEPLIFT_NONLINEAR = (
+    nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d
+)  # fmt: skip  (the non-linear modules captum's DeepLift rewrites)
+
+
+def _reused_nonlinearities(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of non-linear leaf modules that one forward pass calls more than once (captum's DeepLift rejects them)."""
+    calls: dict[str, int] = {}
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+        for name, module in model.named_modules()
+        if isinstance(module, _DEEPLIFT_NONLINEAR)
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for name, count in calls.items() if count > 1]
 
 
 def _grad_cam(model, inputs, target, baselines, internal_batch_size, options, generator):

@@ -103,9 +103,38 @@ def test_virtual_teacher_and_tf_kd_hand_computation():
     softened = response_losses.soften(probs[:1], 2.0)
     assert torch.allclose(softened, torch.tensor([[0.679623, 0.160188, 0.160188]]), atol=1e-6)
     # student uniform: KL(q ‖ u) = ln3 - H(q) = 1.098612 - 0.849221 = 0.249391; ×T²·α = ×4·.5 -> 0.498782
-    terms = response_losses.tf_kd(torch.zeros(1, 3), torch.tensor([0]), correct_prob=0.9, temperature=2.0, alpha=0.5)
+    terms = response_losses.tf_kd(
+        torch.zeros(1, 3),
+        torch.tensor([0]),
+        correct_prob=0.9,
+        temperature=2.0,
+        alpha=0.5,
+        multiplier=1.0,
+        softening="power",  # kdviz's earlier variant
+    )
     assert terms["kd_virtual"].item() == pytest.approx(0.498782, rel=1e-4)
     assert terms["ce"].item() == pytest.approx(0.5 * LN(3), rel=1e-6)
+
+
+def test_tf_kd_official_setting_by_hand():
+    # Official loss_kd_regularization: K = 2, y = 0, a = 0.99 -> p^d = [.99, .01]; softmax(p^d / 20) =
+    # [σ(.049), σ(-.049)]; student z = [0, ln 3] at T = 1 -> [.25, .75].
+    # KL = Σ q ln(q/p); nn.KLDivLoss's mean over B·K elements = KL/2; × m = 100, × α = 0.1.
+    method = get_method("tf_kd")
+    h = method.hparams
+    assert (h["correct_prob"], h["temperature"], h["alpha"], h["multiplier"], h["softening"]) == (
+        0.99,
+        20.0,
+        0.1,
+        100.0,
+        0,
+    )
+    q1 = 1 / (1 + math.exp(-0.049))
+    kl = q1 * math.log(q1 / 0.25) + (1 - q1) * math.log((1 - q1) / 0.75)
+    logits, labels = torch.tensor([[0.0, LN(3)]]), torch.tensor([0])
+    terms = method.loss_terms(None, SimpleNamespace(y=labels), logits)
+    assert terms["kd_virtual"].item() == pytest.approx(0.1 * 100 * kl / 2, rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(0.9 * LN(4), rel=1e-6)
 
 
 def test_tf_kd_self_needs_same_architecture_teacher():

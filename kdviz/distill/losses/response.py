@@ -203,19 +203,41 @@ def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return powered / powered.sum(dim=-1, keepdim=True)
 
 
+TF_KD_SOFTENINGS = ("official", "power")  # tf_kd's `softening`: the name of each code 0, 1
+
+
 def tf_kd(
     student_logits: torch.Tensor,
     labels: torch.Tensor,
-    correct_prob: float = 0.9,
-    temperature: float = 4.0,
-    alpha: float = 0.5,
+    correct_prob: float = 0.99,
+    temperature: float = 20.0,
+    alpha: float = 0.1,
+    multiplier: float = 100.0,
+    softening: str = "official",
 ) -> dict[str, torch.Tensor]:
-    """Teacher-free KD: {"ce": (1-α)·CE(y, s), "kd_virtual": α·T²·KL(soften(p^d, T) ‖ p_s^T)}."""
+    """Teacher-free KD (Tf-KD_reg) as weighted terms {"ce": (1-α)·CE(y, s), "kd_virtual": α·m·D}.
+
+    p^d = `virtual_teacher_probs` (a on the label, (1-a)/(K-1) elsewhere). `softening`:
+    "official" (the authors' ``loss_kd_regularization``): D = (1/K)·KL(softmax(p^d/T) ‖ softmax(z_s)),
+    the teacher's *probabilities* divided by T, the student at temperature 1, and nn.KLDivLoss's
+    default mean over the B·K elements (hence 1/K); "power" (kdviz's earlier variant):
+    D = T²·KL(soften(p^d, T) ‖ softmax(z_s/T)), p^d softened as if log p^d were its logits.
+    """
     check_alpha(alpha)
-    virtual = virtual_teacher_probs(labels, student_logits.shape[-1], correct_prob).to(student_logits.dtype)
+    if multiplier < 0:
+        raise ValueError(f"multiplier must be non-negative, got {multiplier}")
+    if softening not in TF_KD_SOFTENINGS:
+        raise ValueError(f"softening must be one of {', '.join(TF_KD_SOFTENINGS)}, got {softening!r}")
+    num_classes = student_logits.shape[-1]
+    virtual = virtual_teacher_probs(labels, num_classes, correct_prob).to(student_logits.dtype)
+    if softening == "official":
+        check_temperature(temperature)
+        divergence = soft_target_kl(student_logits, F.softmax(virtual / temperature, dim=-1), 1.0) / num_classes
+    else:
+        divergence = soft_target_kl(student_logits, soften(virtual, temperature), temperature)
     return {
         "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
-        "kd_virtual": alpha * soft_target_kl(student_logits, soften(virtual, temperature), temperature),
+        "kd_virtual": alpha * multiplier * divergence,
     }
 
 

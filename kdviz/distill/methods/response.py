@@ -146,23 +146,44 @@ class TeacherFreeKD(Method):
         title="Teacher-free KD (virtual teacher)",
         paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
         "CVPR 2020",
-        formula="L = (1-α)·CE(y, s) + α·T²·KL(p^d_T ‖ softmax(z_s/T)), p^d = a on y and (1-a)/(K-1) elsewhere, "
-        "p^d_T ∝ (p^d)^(1/T)",
+        formula="p^d = a on y and (1-a)/(K-1) elsewhere. softening=0 (official, default): L = (1-α)·CE(y, s) + "
+        "α·m·(1/K)·KL(softmax(p^d/T) ‖ softmax(z_s)). softening=1 (kdviz's earlier variant): L = (1-α)·CE(y, s) + "
+        "α·m·T²·KL(p^d_T ‖ softmax(z_s/T)), p^d_T ∝ (p^d)^(1/T)",
         claim="KD works partly as learned label smoothing, so a hand-made 'virtual teacher' that is right with "
-        "probability a and uniform otherwise gives much of KD's gain without any teacher. The paper's code "
-        "softmaxes p^d/T; here p^d is softened as if log p^d were its logits. The self-teacher variant is "
-        "`tf_kd_self`.",
+        "probability a and uniform otherwise gives much of KD's gain without any teacher. Defaults follow the "
+        "authors' code (yuanli2333/Teacher-free-Knowledge-Distillation, loss_kd_regularization): a = 0.99, the "
+        "teacher's probabilities divided by T and softmaxed, the student at T = 1, nn.KLDivLoss's mean over "
+        "classes as well as samples (the 1/K), and T = 20, α = 0.1, multiplier m = 100 from its ResNet-18 / "
+        "CIFAR-100 setting (other models use other values, e.g. MobileNetV2: T = 40, α = 0.95, m = 1). "
+        "softening=1 with a = 0.9, T = 4, α = 0.5, m = 1 is kdviz's earlier variant. The self-teacher "
+        "variant is `tf_kd_self`.",
         family="response",
     )
     hyperparameters = {
-        "correct_prob": Hyperparameter(0.9, "virtual teacher's probability a of the correct class", 0.0, 1.0),
-        "temperature": KD_TEMPERATURE,
-        "alpha": Hyperparameter(0.5, "weight α of the virtual-teacher term; (1-α) weighs the label term", 0.0, 1.0),
+        "correct_prob": Hyperparameter(0.99, "virtual teacher's probability a of the correct class", 0.0, 1.0),
+        "temperature": Hyperparameter(20.0, "temperature T of the virtual teacher", low=1e-3, high=100.0),
+        "alpha": Hyperparameter(0.1, "weight α of the virtual-teacher term; (1-α) weighs the label term", 0.0, 1.0),
+        "multiplier": Hyperparameter(100.0, "multiplier m of the virtual-teacher term (official code)", 0.0, 10_000.0),
+        "softening": Hyperparameter(
+            0,
+            "0: softmax(p^d/T) against the student at T=1, KL mean over classes (official); 1: (p^d)^(1/T), "
+            "student at T, T²·KL",
+            kind="choice",
+            choices=response_losses.TF_KD_SOFTENINGS,
+        ),
     }
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.hparams
-        return response_losses.tf_kd(student_logits, batch.y, h["correct_prob"], h["temperature"], h["alpha"])
+        return response_losses.tf_kd(
+            student_logits,
+            batch.y,
+            h["correct_prob"],
+            h["temperature"],
+            h["alpha"],
+            h["multiplier"],
+            response_losses.TF_KD_SOFTENINGS[int(h["softening"])],
+        )
 
 
 @register_method

@@ -176,17 +176,41 @@ def test_selective_kd_hand_computation():
     selected = response_losses.hardest_mask(ce, 0.5)
     assert selected.tolist() == [False, False, True, True]
     terms = response_losses.selective_kd(
-        SEL_STUDENT, torch.zeros(4, 2), SEL_LABELS, selected, temperature=1.0, alpha=0.5
+        SEL_STUDENT,
+        torch.zeros(4, 2),
+        SEL_LABELS,
+        selected,
+        temperature=1.0,
+        alpha=0.5,
+        label_smoothing=0.0,
+        mixing="convex",  # kdviz's earlier variant
     )
     # α/B · (.433781 + .120115) = .5/4 · .553896 = .069237;  ce: .5 · mean CE = .5 · 1.065066 = .532533
     assert terms["kd_selected"].item() == pytest.approx(0.069237, rel=1e-4)
     assert terms["ce"].item() == pytest.approx(0.532533, rel=1e-5)
 
 
+def test_selective_kd_official_setting_by_hand():
+    # Official: CE_ε (ε = .1, targets .95 / .05 for K = 2) on all + (1/B)·Σ_sel KL at T = 1, weights 1.
+    #   label term per row = .95·CE_y + .05·CE_other; CE_other: row0 ln2, row1 ln(1+e^2) = 2.126928,
+    #   row2 ln(1+e^-2) = .126928, row3 (y=1, other=0) ln(1+e^-1) = .313262
+    #   mean over rows: .95·1.065066 + .05·(.693147 + 2.126928 + .126928 + .313262)/4 = 1.011813 + .040753
+    #   kd_selected = (.433781 + .120115) / 4 = .138474 (rows 2 and 3, the hardest half)
+    method = get_method("selective_kd")
+    h = method.hparams
+    assert (h["temperature"], h["label_smoothing"], h["mixing"], h["ratio"]) == (1.0, 0.1, 0, 0.5)
+    method.setup(SimpleNamespace(teachers=[], teacher=object(), device=torch.device("cpu"), config={}))
+    batch = SimpleNamespace(teacher_logits=torch.zeros(4, 2), y=SEL_LABELS)
+    terms = method.loss_terms(None, batch, SEL_STUDENT)
+    assert terms["kd_selected"].item() == pytest.approx(0.138474, rel=1e-4)
+    assert terms["ce"].item() == pytest.approx(0.95 * 1.065066 + 0.05 * 3.260265 / 4, rel=1e-5)
+
+
 def test_selective_kd_with_everything_selected_is_kd():
     torch.manual_seed(1)
     student, teacher, labels = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
-    terms = response_losses.selective_kd(student, teacher, labels, torch.ones(6, dtype=torch.bool), 4.0, 0.9)
+    everything = torch.ones(6, dtype=torch.bool)
+    terms = response_losses.selective_kd(student, teacher, labels, everything, 4.0, 0.9, 0.0, "convex")
     assert terms["kd_selected"].item() == pytest.approx(0.9 * kd_kl(student, teacher, 4.0).item(), rel=1e-5)
     assert (
         response_losses.num_selected(5, 0.5) == 3

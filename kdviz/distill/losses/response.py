@@ -279,26 +279,40 @@ def hardest_mask(per_sample_ce: torch.Tensor, ratio: float) -> torch.Tensor:
     return mask
 
 
+SELECTIVE_KD_MIXINGS = ("sum", "convex")  # selective_kd's `mixing`: the name of each code 0, 1
+
+
 def selective_kd(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
     selected: torch.Tensor,
-    temperature: float = 4.0,
+    temperature: float = 1.0,
     alpha: float = 0.9,
+    label_smoothing: float = 0.1,
+    mixing: str = "sum",
 ) -> dict[str, torch.Tensor]:
-    """{"ce": (1-α)·CE over all, "kd_selected": α·(1/B)·Σ_{i selected} T²·KL_i}.
+    """{"ce": the label term over all samples, "kd_selected": (1/B)·Σ_{i selected} T²·KL_i, weighted}.
 
-    Dividing by the batch size B (not by the number selected) gives each selected sample exactly
-    the gradient Hinton KD would give it, so selecting everything reproduces `kd`.
+    `mixing` "sum" (the official code of Wang et al., ACL 2021): "ce" = label-smoothed CE(ε), "kd_selected"
+    = (1/B)·Σ_sel T²·KL_i, both at weight 1 (α unused); "convex" (kdviz's earlier variant): "ce" =
+    (1-α)·CE_ε and "kd_selected" = α·(1/B)·Σ_sel T²·KL_i. Dividing by the batch size B (the total count,
+    not the number selected) gives each selected sample exactly the gradient full KD would give it,
+    so selecting everything reproduces `kd` (with convex mixing and ε = 0).
     """
     check_alpha(alpha)
+    if mixing not in SELECTIVE_KD_MIXINGS:
+        raise ValueError(f"mixing must be one of {', '.join(SELECTIVE_KD_MIXINGS)}, got {mixing!r}")
     teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
     per_sample = soft_target_kl(student_logits, teacher_probs, temperature, reduction="none")
-    return {
-        "ce": (1.0 - alpha) * cross_entropy(student_logits, labels),
-        "kd_selected": alpha * (per_sample * selected.to(per_sample.dtype)).sum() / len(labels),
-    }
+    label_term = (
+        label_smoothing_ce(student_logits, labels, label_smoothing)
+        if label_smoothing > 0
+        else cross_entropy(student_logits, labels)
+    )
+    kd = (per_sample * selected.to(per_sample.dtype)).sum() / len(labels)
+    ce_weight, kd_weight = (1.0, 1.0) if mixing == "sum" else (1.0 - alpha, alpha)
+    return {"ce": ce_weight * label_term, "kd_selected": kd_weight * kd}
 
 
 # --- Controls: permuted non-target probabilities, label smoothing with the teacher's mass ----------

@@ -13,6 +13,7 @@ from own_models import (
     ResNetish,
     SignalNet,
     TabularNet,
+    TinyViT,
     TupleOutputNet,
     toy_images,
 )
@@ -94,6 +95,7 @@ STUDENTS = {
     "dict": lambda: DictOutputNet(as_dict=True),
     "tuple": lambda: TupleOutputNet(),
     "layernorm + einsum head": lambda: MixerNet(),
+    "vision transformer": lambda: TinyViT(),
 }
 
 
@@ -135,6 +137,9 @@ def test_layers_detected_like_a_reader_would_pick_them(teacher: nn.Module) -> No
     # stem, the three residual stages, then the head's input (pooling + flatten happen in forward)
     assert pair.teacher.feature_layer_names == ["net.relu", "net.layer1", "net.layer2", "net.layer3", "penultimate"]
     assert pair.teacher.last_conv_layer == "net.layer3"
+    vit = kdviz.Pair(teacher, TinyViT(), test=(X_TEST, Y_TEST)).student  # timm's shape: one stack of blocks
+    assert sum(name.startswith("net.blocks.") for name in vit.feature_layer_names) >= 4
+    assert vit.feature_layer_names[-1] == "penultimate" and vit.last_conv_layer == "net.patch_embed"
     mixer = kdviz.Pair(teacher, MixerNet(), test=(X_TEST, Y_TEST)).student
     assert mixer.feature_layer_names[-1] == "net.norm"  # no nn.Linear head: the last vector-per-token layer
     assert mixer.last_conv_layer == "net.patch_embed"
@@ -324,6 +329,6 @@ def test_kdviz_inspect_saves_the_pair_and_answers_bad_files(tmp_path, monkeypatc
 
 def test_deeplift_on_a_resnet_that_reuses_its_relu_says_why(teacher: nn.Module) -> None:
     pair = kdviz.Pair(teacher, TupleOutputNet(), test=(X_TEST, Y_TEST))
-    with pytest.raises(ValueError, match=r"DeepLift needs every activation module .* ResNetish calls net.layer1.0.relu"):
+    with pytest.raises(ValueError, match=r"DeepLift needs every .* ResNetish calls net.layer1.0.relu"):
         pair.attributions([0], method="deeplift")
     assert pair.attributions([0], method="integrated_gradients", n_steps=8)["teacher"].shape == (1, 3, 16, 16)

@@ -215,6 +215,7 @@ class _Probe:
         self.logits = torch.empty(0)
         self.children: dict[str, list[str]] = {}
         self.elementwise: set[str] = set()
+        self.types: dict[str, type] = {}
 
 
 def _probe(net: nn.Module, example: torch.Tensor, output: OutputAdapter, label: str) -> _Probe:
@@ -263,6 +264,7 @@ def _probe(net: nn.Module, example: torch.Tensor, output: OutputAdapter, label: 
         head_input = probe.inputs.get(probe.head)
         probe.head_input_dim = head_input.dim() if head_input is not None else 0
         probe.head_input_width = int(head_input[0].numel()) if head_input is not None else 0
+    probe.types = {name: type(module) for name, module in modules.items()}
     for name in modules:
         if name:
             parent = name.rpartition(".")[0]
@@ -300,6 +302,16 @@ def _choose_layers(probe: _Probe, spatial: bool) -> list[str]:
         _, widest = max(openable)
         position = frontier.index(widest)
         frontier[position : position + 1] = [n for n in expand(widest) if n not in excluded]
+
+    def is_stack(name: str) -> bool:  # a run of repeated blocks (a ViT's `blocks`, a ModuleList of layers)
+        blocks = expand(name)
+        kinds = {probe.types[b] for b in blocks} | {probe.shapes[b] for b in blocks}
+        return len(blocks) >= MIN_LAYERS and len(kinds) == 2  # one block class, one output shape
+
+    stacks = [n for n in frontier if is_stack(n)]
+    if len(stacks) == 1:  # the model's one stack of blocks holds its depth: show the blocks themselves
+        position = frontier.index(stacks[0])
+        frontier[position : position + 1] = expand(stacks[0])
     frontier.sort(key=rank.__getitem__)
     kept: list[str] = []
     for name in frontier:

@@ -415,3 +415,17 @@ def test_sampled_kd_trains_on_many_classes(proposal, term):
     _, history, _ = fit(config, data, teacher, device="cpu")
     assert {k for k in history[-1] if k.startswith("loss/")} == {"loss/ce", f"loss/{term}"}
     assert math.isfinite(history[-1]["loss"])
+
+
+def test_cards_cite_the_seed_papers_they_implement():
+    # issue 12 item 8: each card cites the paper it implements and says what is kdviz's own
+    sampled = method_class("sampled_kd")
+    assert "Li, Zuo, Li, White, Zheng" in sampled.card.paper and "arXiv:1812.00914" in sampled.card.paper
+    assert get_method("sampled_kd").hparams["proposal"] == 2  # the paper's dynamic proposal, in kdviz's reading
+    assert "Laplace" in sampled.card.claim and "not implemented" in sampled.card.claim
+    compression = method_class("encoder_compression")
+    assert compression.card.paper.startswith("Mou, Jia, Xu, Li, Zhang, Jin, Distilling Word Embeddings")
+    assert "Deviations from Mou et al." in compression.card.claim
+    embedding = method_class("embedding_self_kd")
+    assert embedding.card.paper.startswith("Hahn & Choi, Self-Knowledge Distillation in Natural Language Processing")
+    assert "No single source" not in embedding.card.paper and "Deviations" in embedding.card.claim

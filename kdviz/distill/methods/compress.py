@@ -62,15 +62,21 @@ class EncoderCompression(Method):
     needs_student = "a linear head on its penultimate features"
     card = MethodCard(
         title="Encoder compression of the teacher's features into the student's bottleneck",
-        paper="Kim, Park, Kwak, Paraphrasing Complex Network: Network Compression via Factor Transfer, NeurIPS "
-        "2018 (the closest relative: there the encoder is an unsupervised 'paraphraser'; here it is trained by "
-        "the task); cf. Ba & Caruana, Do Deep Nets Really Need to be Deep?, NIPS 2014 (bottleneck students)",
+        paper="Mou, Jia, Xu, Li, Zhang, Jin, Distilling Word Embeddings: An Encoding Approach, CIKM 2016 (the seed "
+        "paper: an encoding layer, trained by the task, compresses the teacher's large embeddings into small ones "
+        "for the student); cf. Kim, Park, Kwak, Factor Transfer, NeurIPS 2018 (an unsupervised 'paraphraser' "
+        "instead) and Ba & Caruana, NIPS 2014 (bottleneck students)",
         formula="c = ReLU(W_e·vec f_t^l(x) + b_e) ∈ R^d, d = the student's penultimate width; "
         "L = CE(y, softmax(z_s)) + w_c·½·mean(f_s(x) − sg[c])² + w_t·CE(y, softmax(H c)), "
         "encoder W_e and code head H (d → K, the student's head size) trained jointly by the last term only",
-        claim="Compressing the wide teacher's features into a task-relevant code of the student's bottleneck size "
-        "gives the student a reachable feature target; compare with `ce` on the same student (same bottleneck, "
-        "from scratch) to see what the code adds.",
+        claim="Compressing the wide teacher's representation into a task-relevant code of the student's size "
+        "gives the student a reachable target; compare with `ce` on the same student (same bottleneck, from "
+        "scratch) to see what the code adds. Deviations from Mou et al.: they encode word embeddings (the input "
+        "layer of an NLP model) and hand the encoded embeddings to the student; here the teacher's features at a "
+        "chosen layer (default the penultimate) are encoded, per input, and the student's own bottleneck is "
+        "pulled to the code by an L2 term while it trains on the labels (its features are not replaced); the "
+        "encoder is one Linear + ReLU trained jointly with the student rather than before it; w_c = w_t = 1 are "
+        "kdviz's defaults.",
         family="feature",
     )
     hyperparameters = {

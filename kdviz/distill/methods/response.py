@@ -347,21 +347,30 @@ _PROPOSALS = {0: "top-k", 1: "teacher", 2: "dynamic"}
 class SampledKD(Method):
     name = "sampled_kd"
     card = MethodCard(
-        title="Sampled KD over a subset of classes (top-k or importance-sampled)",
-        paper="Jean, Cho, Memisevic, Bengio, On Using Very Large Target Vocabulary for Neural Machine Translation, "
-        "ACL 2015 (sampled softmax with importance correction), applied to the KD term",
+        title="Sampled KD over a subset of classes (dynamic importance sampling, top-k or teacher-sampled)",
+        paper="Li, Zuo, Li, White, Zheng, Accelerating Large Scale Knowledge Distillation via Dynamic Importance "
+        "Sampling, arXiv:1812.00914, 2018 (the seed paper: classes sampled from a proposal built from the "
+        "teacher–student difference); the importance-corrected sampled softmax is Jean, Cho, Memisevic, Bengio, "
+        "On Using Very Large Target Vocabulary for Neural Machine Translation, ACL 2015",
         formula="top-k: L = (1-α)·CE(y, s) + α·T²·KL(topk(p_t^T) ‖ p_s^T); sampled: S = m draws from q "
-        "(teacher q = p_t^T, dynamic q ∝ |p_t^T - p_s^T|, each mixed with ε uniform), c = 1-(1-q)^m, "
+        "(dynamic q ∝ |p_t^T - p_s^T|, or teacher q = p_t^T, each mixed with ε uniform), c = 1-(1-q)^m, "
         "L = (1-α)·CE + α·T²·KL(w ‖ softmax_S(z_s/T - log c)), w ∝ p_t^T/c on S",
-        claim="With very many classes the KD term can be estimated from a few classes per sample (the teacher's "
-        "top k, or an importance-corrected sample) at little loss of accuracy. Here the student's head still "
-        "computes all K logits, so the sampled term shows the estimator's effect, not the speed-up.",
+        claim="With very many classes the KD term can be estimated from a few classes per sample, importance-"
+        "sampled from where teacher and student disagree, at a fraction of the cost and little loss of accuracy. "
+        "proposal=2 (dynamic, default) is kdviz's reading of Li et al.'s dynamic proposal: it samples classes in "
+        "proportion to |p_t − p_s|; the paper ranks the classes by that difference and samples ranks from a "
+        "mixture of Laplace distributions, which is not implemented here. proposal=1 (a fixed proposal from "
+        "the teacher) and proposal=0 (the teacher's top k, no sampling) are kdviz's baselines; ε, m = 32 and the "
+        "importance correction on both sides are kdviz's. The student's head still computes all K logits, so "
+        "the sampled term shows the estimator's effect, not the speed-up.",
         family="response",
     )
     hyperparameters = {
         "temperature": KD_TEMPERATURE,
         "alpha": KD_ALPHA,
-        "proposal": Hyperparameter(1, "0: teacher top-k (no sampling); 1: sample from the teacher; 2: dynamic", 0, 2),
+        "proposal": Hyperparameter(
+            2, "2: dynamic, ∝ |p_t − p_s| (after Li et al.); 1: sample from the teacher; 0: teacher top-k", 0, 2
+        ),
         "num_sampled": Hyperparameter(
             32, "k classes kept (top-k) or m draws per sample (sampled)", 1, 100_000, kind="int"
         ),

@@ -332,3 +332,27 @@ def test_deeplift_on_a_resnet_that_reuses_its_relu_says_why(teacher: nn.Module) 
     with pytest.raises(ValueError, match=r"DeepLift needs every .* ResNetish calls net.layer1.0.relu"):
         pair.attributions([0], method="deeplift")
     assert pair.attributions([0], method="integrated_gradients", n_steps=8)["teacher"].shape == (1, 3, 16, 16)
+
+
+def test_data_from_a_kdviz_dataset_spec() -> None:
+    torch.manual_seed(0)
+    pair = kdviz.Pair(TabularNet(num_features=2, num_classes=2), TabularNet(2, 2, hidden=4), data={"name": "moons"})
+    assert pair.dataset.input_kind == "points" and pair.dataset.num_classes == 2
+    assert len(pair.divergence()) == len(pair.dataset.y_test)
+    with pytest.raises(DatasetError, match="either data="):
+        kdviz.Pair(TabularNet(2, 2), TabularNet(2, 2), data="moons", test=(X_TEST, Y_TEST))
+
+
+@pytest.mark.slow
+def test_the_example_script_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "inspect_your_pair.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--no-app"], capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "KDVIZ_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "teacher" in done.stdout and "Grad-CAM maps" in done.stdout and "trained and inspected in" in done.stdout

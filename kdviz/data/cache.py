@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
+import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from kdviz.data.dataset import Dataset, DatasetError, load_dataset
@@ -45,3 +49,81 @@ def _load(spec: dict[str, Any]) -> Dataset:
 
 def clear_dataset_cache() -> None:
     _cache.clear()
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_NAME_CHARS = 200
+
+
+def check_spec(spec: Any, where: str = "dataset") -> None:
+    """Check a stored dataset spec without loading anything; `DatasetError` names the field at fault.
+
+    The rules of `get_dataset`: a built-in's name with known options of the right types; an upload
+    (``upload``: a 64-hex sha256, ``filename``: a bare .csv/.npz/.zip name, that loader's options);
+    or saved arrays (``arrays``: a 64-hex sha256). Paths are never accepted.
+    """
+    from kdviz.data.dataset import _REGISTRY
+    from kdviz.data.files import USER_FILE_LOADERS
+
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{where} must be a dataset spec (a dict with a 'name'), got {type(spec).__name__}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or "\n" in name:
+        raise DatasetError(f"{where}.name must be a non-empty single-line str, got {name!r}")
+    if "arrays" in spec or "upload" in spec:
+        key = "arrays" if "arrays" in spec else "upload"
+        digest = spec[key]
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise DatasetError(f"{where}.{key} must be the 64-hex sha256 of the stored file, got {digest!r}")
+        if key == "arrays":
+            extra = sorted(set(spec) - {"name", "arrays"})
+            if extra:
+                raise DatasetError(f"unknown key(s) {', '.join(extra)} in {where} (saved arrays have name, arrays)")
+            return
+        filename = spec.get("filename")
+        suffix = PurePosixPath(filename).suffix.lower() if isinstance(filename, str) else ""
+        if (
+            not isinstance(filename, str)
+            or not filename
+            or any(c in filename for c in "/\\:\x00")
+            or filename.startswith(".")
+            or suffix not in USER_FILE_LOADERS
+        ):
+            raise DatasetError(
+                f"{where}.filename must be a bare file name ending in {', '.join(USER_FILE_LOADERS)}, got {filename!r}"
+            )
+        parameters = inspect.signature(USER_FILE_LOADERS[suffix]).parameters
+        valid = {key for key in parameters if key not in ("source", "filename")}
+        extra = sorted(set(spec) - valid - {"name", "upload", "filename"})
+        if extra:
+            raise DatasetError(f"unknown option(s) {', '.join(extra)} in {where} for {suffix} files")
+        if "seed" in spec:
+            _check_option(where, "seed", spec["seed"], 0)
+        return
+    info = _REGISTRY.get(name)
+    if info is None:
+        raise DatasetError(f"{where}.name {name!r} is not a built-in dataset; valid: {', '.join(_REGISTRY)}")
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        if key not in info.options:
+            valid = ", ".join(info.options) or "none"
+            raise DatasetError(f"unknown option {key!r} in {where} for dataset {name!r}; valid options: {valid}")
+        _check_option(where, key, value, info.options[key])
+
+
+def _check_option(where: str, key: str, value: Any, default: Any) -> None:
+    """`value` has the type of the option's default (ints for ints, finite numbers for floats, ...)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and (key != "seed" or value >= 0)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = value is None or isinstance(value, str | int | float | bool)
+    if not ok:
+        kind = "a non-negative int" if key == "seed" else f"a {type(default).__name__}"
+        raise DatasetError(f"{where}.{key} must be {kind}, got {value!r}")

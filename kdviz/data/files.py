@@ -33,6 +33,8 @@ DEFAULT_MAX_VALUES = 50_000_000  # decoded image values (N·C·H·W), about 200 
 MAX_ZIP_MEMBERS = 100_000
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+OTHER_IMAGE_SUFFIXES = {".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".ico", ".ppm", ".pgm"}
+SPLIT_FOLDERS = {"train", "test", "val", "valid", "validation", "training", "testing"}
 _DEEP_GREY_MODES = {"I", "I;16", "I;16B", "I;16L"}
 _GREY_MODES = {"1", "L", "LA", *_DEEP_GREY_MODES}
 
@@ -69,6 +71,8 @@ def _read_source(source: Source, filename: str | None, max_bytes: int) -> tuple[
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
         name = filename or path.name
+        if path.is_dir():
+            raise DatasetError(f"{str(path)!r} is a folder, not a file: pass the .csv, .npz or .zip file itself")
         if not path.is_file():
             raise DatasetError(f"file not found: {str(path)!r}")
         size = path.stat().st_size
@@ -120,6 +124,8 @@ def _open_zip(data: bytes, what: str, max_uncompressed: int) -> zipfile.ZipFile:
     if len(members) > MAX_ZIP_MEMBERS:
         raise DatasetError(f"holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")
     for member in members:
+        if member.flag_bits & 0x1:
+            raise DatasetError(f"{member.filename!r} in the archive is encrypted; use an archive without a password")
         parts = member.filename.replace("\\", "/").split("/")
         if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
             raise DatasetError(f"unsafe path {member.filename!r} in the archive; paths must stay inside it")
@@ -146,6 +152,76 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 
 # ----------------------------------------------------------------------------------------------- CSV
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_text(data: bytes) -> None:
+    """Refuse UTF-16/32 and binary data with a message that says which it is."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in data[:8192] and _looks_utf16(data[:8192])):
+        raise DatasetError("is UTF-16 text; save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet's Save As)")
+    if b"\x00" in data[:8192]:
+        raise DatasetError("is not a text CSV file (it contains binary data)")
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """ASCII text as UTF-16 has a zero byte in every other position."""
+    even, odd = head[0::2], head[1::2]
+    return len(head) >= 4 and (odd.count(0) >= 0.9 * len(odd) or even.count(0) >= 0.9 * len(even))
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    line = data[: error.start].count(b"\n") + 1
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+    return (
+        f"is not UTF-8 text ({error.reason} at line {line}, column {column}, byte {error.start}); "
+        "save it as UTF-8 (it may be Latin-1 / Windows-1252)"
+    )
+
+
+def _csv_header(data: bytes) -> list[str]:
+    """The header row's names as written (before pandas renames duplicates to 'a.1' and blanks to 'Unnamed: 0')."""
+    import csv
+
+    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return []  # reported with its position by the parser
+    rows = list(csv.reader([text]))
+    return [name.strip() for name in rows[0]] if rows else []
+
+
+def _check_header(header: list[str], label_column: str) -> None:
+    """No duplicate names (a second label column would become a feature), no unnamed column (a pandas
+    index written by to_csv), and a header that is not data (a file without a header row)."""
+    if not header:
+        return
+    if len(header) > 1 and all(_is_number_text(name) for name in header if name):
+        raise DatasetError(
+            f"has no header row: its first line holds numbers ({', '.join(header[:4])}...); add a first line "
+            f"naming the columns, one of them {label_column!r}"
+        )
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise DatasetError(
+            f"the header names {', '.join(map(repr, repeated))} more than once; every column needs its own name"
+            + (" (a second label column would become a feature)" if label_column in repeated else "")
+        )
+    blank = [i + 1 for i, name in enumerate(header) if not name]
+    if blank:
+        where = "the first column" if blank[0] == 1 else f"column {blank[0]}"
+        hint = " (a pandas index written by to_csv: save with index=False)" if blank[0] == 1 else ""
+        raise DatasetError(f"{where} of the header has no name{hint}; name it or remove it")
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 
 def load_csv(
     source: Source,
@@ -165,17 +241,19 @@ def load_csv(
     data, name = _read_source(source, filename, max_bytes)
     seed = check_seed(seed)
     with _about(name):
-        if b"\x00" in data[:8192]:
-            raise DatasetError("is not a text CSV file (it contains binary data)")
+        _check_text(data)
+        header = _csv_header(data)
         try:
-            table = pd.read_csv(io.BytesIO(data), encoding="utf-8")
+            # index_col=False: a trailing comma on every data row is not read as an index column
+            table = pd.read_csv(io.BytesIO(data), encoding="utf-8", index_col=False)
         except UnicodeDecodeError as error:
-            raise DatasetError(f"is not UTF-8 text ({error.reason} at byte {error.start})") from error
+            raise DatasetError(_not_utf8(data, error)) from error
         except pd.errors.EmptyDataError as error:
             raise DatasetError("has no header row or data") from error
         except (pd.errors.ParserError, ValueError) as error:
             raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
         columns = [str(column) for column in table.columns]
+        _check_header(header, label_column)
         table.columns = columns
         if label_column not in columns:
             hint = ""
@@ -200,14 +278,17 @@ def load_csv(
                 "convert them to numbers or remove them"
             )
         x = table[features].to_numpy(dtype=np.float64)
-        bad_cells = ~np.isfinite(x)
+        bad_cells = ~np.isfinite(x) | (np.abs(x) > FLOAT32_MAX)  # 1e308 is finite here, inf in float32
         if bad_cells.any():
             problems = []
             for j in np.flatnonzero(bad_cells.any(axis=0)):
                 rows = np.flatnonzero(bad_cells[:, j])
                 # line numbers count the header as line 1
                 problems.append(f"{features[j]!r} ({_count(len(rows), 'row')}, first on line {rows[0] + 2})")
-            raise DatasetError(f"missing or infinite values in feature columns: {', '.join(problems)}")
+            raise DatasetError(
+                f"missing or infinite values in feature columns: {', '.join(problems)} (values beyond "
+                f"±{FLOAT32_MAX:.2e}, the float32 range, count as infinite)"
+            )
         label_values = table[label_column]
         missing_labels = np.flatnonzero(label_values.isna().to_numpy())
         if len(missing_labels):
@@ -308,6 +389,11 @@ def load_npz(
             raise DatasetError("looks like a Python pickle; object arrays/pickles are not accepted")
         with _open_zip(data, ".npz archive (a zip written by numpy.savez)", max_uncompressed) as members:
             for member in members.infolist():
+                if member.filename in ("x", "y"):
+                    raise DatasetError(
+                        f"member {member.filename!r} is not a .npy array (numpy.savez names it "
+                        f"{member.filename}.npy); write the archive with numpy.savez"
+                    )
                 if member.filename in ("x.npy", "y.npy"):
                     _check_npy_header(members, member)
         try:
@@ -323,6 +409,8 @@ def load_npz(
                     "expected 'x' (inputs) and 'y' (labels)"
                 )
             x, y = _npz_array(archive, "x"), _npz_array(archive, "y")
+        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+            raise DatasetError("arrays 'x' and 'y' must be .npy arrays written by numpy.savez")
         if x.dtype.kind not in "biuf":
             raise DatasetError(f"array 'x' has dtype {x.dtype}; expected numbers")
         if x.ndim == 0 or y.ndim == 0:
@@ -335,12 +423,17 @@ def load_npz(
             raise DatasetError(f"array 'y' has dtype {y.dtype}; expected integer or string labels")
         if len(x) != len(y):
             raise DatasetError(f"x has {len(x)} samples but y has {len(y)}; they must match")
+        if 0 in x.shape:
+            raise DatasetError(f"array 'x' has shape {tuple(x.shape)}: a dimension of size 0 holds no data")
         x, kind = _shape_inputs(x, input_kind)
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.dtype.kind == "f" else np.ones(len(x), bool)
+        if x.dtype.kind == "f" and x.dtype.itemsize > 4:  # finite in float64, inf once stored as float32
+            finite &= (np.abs(x.reshape(len(x), -1)) <= FLOAT32_MAX).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
             raise DatasetError(
-                f"array 'x' has NaN or infinite values in {_count(len(bad), 'sample')} (first at index {bad[0]})"
+                f"array 'x' has NaN or infinite values in {_count(len(bad), 'sample')} (first at index {bad[0]}) "
+                f"(values beyond ±{FLOAT32_MAX:.2e}, the float32 range, count as infinite)"
             )
         if y.dtype.kind == "S":
             y = np.char.decode(y, "utf-8", errors="replace")
@@ -358,17 +451,32 @@ def load_npz(
 def _class_images(archive: zipfile.ZipFile) -> list[tuple[str, zipfile.ZipInfo]]:
     """(class name, member) for every PNG/JPEG file in the archive, from its top folder."""
     entries: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
+    unsupported: list[str] = []
     for member in archive.infolist():
         path = PurePosixPath(member.filename.replace("\\", "/"))
         if member.is_dir() or path.parts[0] == "__MACOSX" or any(part.startswith(".") for part in path.parts):
             continue  # folders and OS metadata (macOS resource forks, .DS_Store)
         if path.suffix.lower() in IMAGE_FORMATS:
             entries.append((path, member))
+        elif path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+            unsupported.append(member.filename)
+    if unsupported:
+        kinds = ", ".join(sorted({PurePosixPath(name).suffix.lower() for name in unsupported}))
+        raise DatasetError(
+            f"holds {_count(len(unsupported), 'image')} in an unsupported format ({kinds}; first "
+            f"{unsupported[0]!r}); convert them to PNG or JPEG (they would otherwise be left out, with their classes)"
+        )
     if not entries:
         raise DatasetError("holds no PNG or JPEG images; expected one folder per class, e.g. cat/1.png, dog/1.png")
     # a zip of a folder wraps the class folders in that folder: drop it when every image shares it
     tops = {path.parts[0] for path, _ in entries}
     strip = 1 if len(tops) == 1 and all(len(path.parts) >= 3 for path, _ in entries) else 0
+    split_names = {name for name in {path.parts[strip] for path, _ in entries} if name.lower() in SPLIT_FOLDERS}
+    if split_names and all(len(path.parts) >= strip + 3 for path, _ in entries):
+        raise DatasetError(
+            f"holds split folders ({', '.join(sorted(split_names))}) above the class folders; kdviz splits the data "
+            "itself: zip one folder per class (merge the splits), e.g. cat/1.png, dog/1.png"
+        )
     images = []
     for path, member in entries:
         parts = path.parts[strip:]

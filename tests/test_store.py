@@ -524,8 +524,29 @@ def test_concurrent_saves_of_different_configs(tmp_path: Path):
 # -- run cards ------------------------------------------------------------------------------
 
 
+def model_state(seed: int) -> dict[str, torch.Tensor]:
+    """Weights of the card config's model (an imported card's weights must fit its architecture)."""
+    from kdviz.models import build_model
+
+    state = build_model("mlp-8", input_shape=(2,), num_classes=2, input_kind="points", seed=seed).state_dict()
+    state["head.weight"][0, 0] = float("nan")  # bit-exact round trips keep NaN payloads
+    return state
+
+
+def card_config(**changes) -> dict:
+    """A config the trainer could have stored: the store validates imported cards' dataset and model."""
+    from kdviz.models import resolve_spec
+
+    return {**CONFIG, "student": resolve_spec("mlp-8"), **changes}
+
+
+def save_card_run(store: RunStore, **kwargs):
+    checkpoints = kwargs.pop("checkpoints", {1: model_state(1), 2: model_state(2)})
+    return save_run(store, card_config(), checkpoints=checkpoints, **kwargs)
+
+
 def test_export_import_round_trip(store: RunStore, tmp_path: Path):
-    record = save_run(store, name="shared with the class")
+    record = save_card_run(store, name="shared with the class")
     card = store.export(record.id)
     assert card == store.export(record.id)  # deterministic bytes
     assert sorted(card_files(card)) == [
@@ -547,15 +568,15 @@ def test_export_import_round_trip(store: RunStore, tmp_path: Path):
 
 
 def test_import_never_overwrites_a_different_run(store: RunStore, tmp_path: Path):
-    card = store.export(save_run(store).id)
+    card = store.export(save_card_run(store).id)
     other = RunStore(tmp_path / "other")
-    mine = save_run(other, metrics=[{"loss": 0.5}], checkpoints={1: state(1), 2: state(3)})
+    mine = save_card_run(other, metrics=[{"loss": 0.5}], checkpoints={1: model_state(1), 2: model_state(3)})
     with pytest.raises(
         RunExistsError, match=rf"run {mine.id} is already stored with different metrics, weights at epoch 2"
     ):
         other.import_run(card)
     assert other.get(mine.id) == mine
-    assert same_bits(other.load_weights(mine.id, 2)["layer.weight"], state(3)["layer.weight"])
+    assert same_bits(other.load_weights(mine.id, 2)["head.weight"], model_state(3)["head.weight"])
 
 
 def test_export_of_unknown_run(store: RunStore):
@@ -565,7 +586,7 @@ def test_export_of_unknown_run(store: RunStore):
 
 @pytest.fixture
 def good_files(store: RunStore) -> dict[str, bytes]:
-    return card_files(store.export(save_run(store).id))
+    return card_files(store.export(save_card_run(store).id))
 
 
 def edited(files: dict[str, bytes], **changes: bytes | None) -> bytes:
@@ -614,7 +635,9 @@ def edited(files: dict[str, bytes], **changes: bytes | None) -> bytes:
             "config was edited after export",
         ),
         (
-            lambda files: edited(files, meta__json=b'{"checkpoints": [1]}'),
+            lambda files: edited(
+                files, meta__json=json.dumps({**json.loads(files["meta.json"]), "checkpoints": [1]}).encode()
+            ),
             r"lists checkpoints \[1\] but the card holds \[1, 2\]",
         ),
         (

@@ -63,6 +63,8 @@ def read_json(path: Path, expected: type) -> Any:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CorruptRunError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except RecursionError:
+        raise CorruptRunError(f"{path} is nested too deeply to be a run's JSON") from None
     if not isinstance(value, expected):
         raise CorruptRunError(f"{path} must hold a JSON {expected.__name__}, got {type(value).__name__}")
     return value

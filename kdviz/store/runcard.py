@@ -1,13 +1,15 @@
 """Run cards: a run packed as a zip for download, and the strict reader for uploaded ones.
 
-A card holds flat files only: ``config.json``, ``metrics.json``, ``summary.json``, an optional
-``meta.json`` and ``ckpt-<epoch>.safetensors``. The reader never extracts to disk and never
-unpickles; it rejects folders, ``..``, unknown names, encryption, oversized members and
-anything that does not parse, naming the file at fault.
+A card holds flat files only: ``config.json``, ``metrics.json``, ``summary.json``, ``meta.json``
+(the run id and every other file's size and sha256) and ``ckpt-<epoch>.safetensors``. The reader
+never extracts to disk and never unpickles; it rejects folders, ``..``, unknown names, encryption,
+oversized members, anything that does not parse, files that do not match meta.json, and configs or
+summaries the store would not have written (`kdviz.store.runconfig`), naming the file at fault.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -20,16 +22,17 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from kdviz.hashing import ConfigError, config_hash
+from kdviz.store import runconfig
 from kdviz.store.errors import InvalidRunError, RunCardError
 from kdviz.store.validate import metrics_value, run_name, summary_value
 
 JSON_FILES = ("config.json", "metrics.json", "summary.json", "meta.json")
-REQUIRED_FILES = ("config.json", "metrics.json", "summary.json")
+REQUIRED_FILES = ("config.json", "metrics.json", "summary.json", "meta.json")
 CHECKPOINT_NAME = re.compile(r"ckpt-(0|[1-9][0-9]{0,8})\.safetensors")
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB, compressed and uncompressed
 MAX_JSON_BYTES = 64 << 20
 MAX_MEMBERS = 1000
-_EXPECTED = "config.json, metrics.json, summary.json, meta.json (optional) and ckpt-<epoch>.safetensors"
+_EXPECTED = "config.json, metrics.json, summary.json, meta.json and ckpt-<epoch>.safetensors"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the same run always exports to the same bytes
 
 
@@ -130,9 +133,40 @@ def _parse_json(name: str, raw: bytes, expected: type) -> Any:
         raise RunCardError(
             f"{name} in the run card is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from exc
+    except RecursionError:
+        raise RunCardError(f"{name} in the run card is nested too deeply to be a run's JSON") from None
     if not isinstance(value, expected):
         raise RunCardError(f"{name} in the run card must hold a JSON {expected.__name__}, got {type(value).__name__}")
+    if runconfig.depth(value) > runconfig.MAX_DEPTH:
+        raise RunCardError(f"{name} in the run card is nested more than {runconfig.MAX_DEPTH} levels deep")
     return value
+
+
+def _verify_meta(meta: dict[str, Any], raw_files: dict[str, bytes]) -> None:
+    """Every file of the card has the size and sha256 that meta.json records, and meta.json lists them all."""
+    files, digests = meta.get("files"), meta.get("sha256")
+    if not isinstance(files, dict) or not isinstance(digests, dict):
+        raise RunCardError("meta.json in the run card lacks the 'files' sizes and 'sha256' checksums of its files")
+    names = set(raw_files)
+    for listing, what in ((files, "files"), (digests, "sha256")):
+        if set(listing) != names:
+            missing, extra = sorted(names - set(listing)), sorted(set(listing) - names)
+            detail = "; ".join(
+                part for part in (f"not listed: {', '.join(missing)}" if missing else "",
+                                  f"listed but absent: {', '.join(extra)}" if extra else "") if part
+            )  # fmt: skip
+            raise RunCardError(f"meta.json in the run card: its '{what}' do not match the card's files ({detail})")
+    for name in sorted(names):
+        size, digest = files[name], digests[name]
+        if isinstance(size, bool) or not isinstance(size, int) or size != len(raw_files[name]):
+            raise RunCardError(
+                f"{name} in the run card has {len(raw_files[name]):,} bytes but meta.json records {size!r}: "
+                "it was modified after export"
+            )
+        if not isinstance(digest, str) or hashlib.sha256(raw_files[name]).hexdigest() != digest:
+            raise RunCardError(
+                f"{name} in the run card does not match its sha256 in meta.json: it was modified after export"
+            )
 
 
 def _parse_checkpoint(name: str, raw: bytes) -> dict[str, torch.Tensor]:
@@ -157,15 +191,15 @@ def read_run_card(data: bytes | bytearray | memoryview | IO[bytes], max_bytes: i
         config = _parse_json("config.json", _read_member(archive, "config.json"), dict)
         metrics = _parse_json("metrics.json", _read_member(archive, "metrics.json"), list)
         summary = _parse_json("summary.json", _read_member(archive, "summary.json"), dict)
-        names = {info.filename for info in members}
-        meta = _parse_json("meta.json", _read_member(archive, "meta.json"), dict) if "meta.json" in names else {}
+        meta = _parse_json("meta.json", _read_member(archive, "meta.json"), dict)
+        raw_files = {
+            info.filename: _read_member(archive, info.filename) for info in members if info.filename != "meta.json"
+        }
         checkpoints = {}
         for info in members:
             match = CHECKPOINT_NAME.fullmatch(info.filename)
             if match:
-                checkpoints[int(match.group(1))] = _parse_checkpoint(
-                    info.filename, _read_member(archive, info.filename)
-                )
+                checkpoints[int(match.group(1))] = _parse_checkpoint(info.filename, raw_files[info.filename])
     try:
         run_id = config_hash(config)
     except ConfigError as exc:
@@ -176,9 +210,11 @@ def read_run_card(data: bytes | bytearray | memoryview | IO[bytes], max_bytes: i
         name = run_name(meta.get("name"))
     except InvalidRunError as exc:
         raise RunCardError(f"{exc} (in the run card)") from exc
-    if meta.get("id") not in (None, run_id):
+    if "id" not in meta:
+        raise RunCardError("meta.json in the run card lacks the run's 'id'")
+    if meta.get("id") != run_id:
         raise RunCardError(
-            f"config.json in the run card hashes to {run_id} but meta.json names run {meta['id']!r}: "
+            f"config.json in the run card hashes to {run_id} but meta.json names run {meta.get('id')!r}: "
             "the config was edited after export"
         )
     listed = meta.get("checkpoints")
@@ -190,4 +226,11 @@ def read_run_card(data: bytes | bytearray | memoryview | IO[bytes], max_bytes: i
         raise RunCardError(
             f"meta.json in the run card lists checkpoints {sorted(listed)} but the card holds {sorted(checkpoints)}"
         )
+    _verify_meta(meta, raw_files)
+    try:
+        runconfig.check_config(config)
+        runconfig.check_summary(summary)
+    except runconfig.ConfigProblem as exc:
+        source = "" if str(exc).startswith("summary.json") else "config.json: "
+        raise RunCardError(f"{source}{exc} (in the run card)") from exc
     return RunCard(run_id, config, metrics, summary, checkpoints, name, meta)

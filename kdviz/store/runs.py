@@ -18,10 +18,12 @@ any step leaves nothing that reads as finished. `delete` renames the folder to `
 before it drops the row. Reads check file sizes (cheap); `save`, `import_run` and `broken_runs`
 also check every checksum, and a writer replaces a damaged run of its config.
 
-Recovery when a store is opened: ``.tmp-*`` folders older than 30 minutes and ``.trash-*``
-folders are removed; rows whose folder is gone are dropped; a *complete* run folder without a
-row (a crash between rename and index) is re-indexed, because its data is whole; an incomplete
-one is removed. Deleting ``index.sqlite`` therefore rebuilds the index from the folders.
+Recovery when a store is opened (or by `kdviz runs gc`): ``.trash-*`` folders, and ``.tmp-*``
+folders whose writer is gone (their name holds the writer's pid and host; a process of this host
+that has exited, or any writer after 30 minutes) are removed; rows whose folder is gone are
+dropped; a *complete* run folder without a row (a crash between rename and index) is
+re-indexed, because its data is whole; an incomplete one is removed. Deleting ``index.sqlite``
+therefore rebuilds the index from the folders.
 
 Threads and processes may share a root: every operation opens its own SQLite connection with
 a busy timeout, and the same config saved concurrently yields exactly one run.
@@ -29,15 +31,17 @@ a busy timeout, and the same config saved concurrently yields exactly one run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +53,11 @@ from kdviz import __version__
 from kdviz.hashing import canonical_json, config_hash, to_json_value
 from kdviz.paths import default_home
 from kdviz.store import files as run_files
+from kdviz.store import runconfig
 from kdviz.store.errors import (
     CheckpointNotFoundError,
     CorruptRunError,
+    RunCardError,
     RunExistsError,
     RunNotFoundError,
     RunStoreError,
@@ -84,6 +90,32 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS runs_by_method ON runs (method)",
 )
 _COLUMNS = "id, name, created_at, config_json, summary_json, checkpoints_json"
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+#: Temp folders are named ``.tmp-<id>-<pid>@<host>-<random>``: recovery removes those whose process is gone.
+_TMP_OWNER = re.compile(r"\.tmp-[0-9a-f]{16}-([0-9]+)@([0-9a-f]{8})-[0-9a-f]{8}")
+
+
+def _owner_is_gone(name: str) -> bool:
+    """True when a temp folder's writer was a process on this host that no longer runs.
+    Folders of other hosts (a shared store) or of the old naming wait for the 30-minute rule."""
+    match = _TMP_OWNER.fullmatch(name)
+    if match is None or match.group(2) != _host_tag():
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -249,7 +281,7 @@ class RunStore:
         states: dict[int, dict[str, torch.Tensor]],
         meta: dict[str, Any],
     ) -> Path:
-        tmp_dir = self.runs_dir / f".tmp-{run_id}-{secrets.token_hex(4)}"
+        tmp_dir = self.runs_dir / f".tmp-{run_id}-{os.getpid()}@{_host_tag()}-{secrets.token_hex(4)}"
         tmp_dir.mkdir()
         try:
             run_files.write_json(tmp_dir / "config.json", config)
@@ -412,8 +444,12 @@ class RunStore:
                 config = json.loads(config_json)
                 summary = json.loads(summary_json)
                 checkpoints = json.loads(checkpoints_json)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 logger.warning("skipping run %s: its index row in %s is damaged: %s", run_id, self.index_path, exc)
+                continue
+            problem = runconfig.listing_problem(config, summary)
+            if problem is not None:
+                logger.warning("skipping run %s: %s (see `unlisted`)", run_id, problem)
                 continue
             if not all(_matches(config.get(key), wanted) for key, wanted in filters.items()):
                 continue
@@ -440,6 +476,28 @@ class RunStore:
             if limit is not None and len(records) >= limit:
                 break
         return records
+
+    def unlisted(self) -> dict[str, str]:
+        """Indexed runs that `list` skips, run id -> why: damaged files (sizes only, as `list` checks) or a
+        config or summary no table of runs can show. Cheap; for showing them as broken, with a delete action."""
+        with self._connect() as connection:
+            query = "SELECT id, config_json, summary_json FROM runs ORDER BY created_at DESC"
+            rows = connection.execute(query).fetchall()
+        problems = {}
+        for run_id, config_json, summary_json in rows:
+            run_dir = self.runs_dir / run_id
+            try:
+                problem = runconfig.listing_problem(json.loads(config_json), json.loads(summary_json))
+            except (json.JSONDecodeError, RecursionError) as exc:
+                problem = f"its index row is damaged ({exc})"
+            if problem is None and run_dir.is_dir():
+                try:
+                    run_files.verified_meta(run_dir, run_id)
+                except CorruptRunError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                problems[run_id] = problem
+        return problems
 
     def broken_runs(self) -> dict[str, str]:
         """Indexed runs whose files are damaged: run id -> what is wrong (reads and checksums every file)."""
@@ -502,15 +560,30 @@ class RunStore:
         return pack_run_card(files)
 
     def import_run(
-        self, data: bytes | bytearray | memoryview | IO[bytes], max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        data: bytes | bytearray | memoryview | IO[bytes],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        check_config: Callable[[dict[str, Any]], None] | None = None,
     ) -> RunRecord:
         """Store the run in a run card (see `export`) and return its record.
 
-        The card is validated first (`RunCardError` names the problem). A run with the same id
+        The card is validated first (`RunCardError` names the problem): its files against the sizes
+        and checksums in its meta.json, its config's dataset, model and teacher fields
+        (`kdviz.store.runconfig`), its weights against the model where it can be built, and the
+        config by `check_config` when given (the app passes `kdviz.distill.check_stored_config`: the
+        training fields are the trainer's to judge; it raises `ValueError`). A run with the same id
         that is already stored is returned if the card is identical to it, and otherwise left
         untouched with `RunExistsError`: an import never overwrites stored results.
         """
         card = read_run_card(data, max_bytes=max_bytes)
+        try:
+            if check_config is not None:
+                check_config(card.config)
+            runconfig.check_weights(card.config, card.checkpoints)
+        except (ValueError, TypeError) as exc:  # ConfigProblem and the trainer's own checks are ValueErrors
+            source = "" if str(exc).startswith("ckpt-") else "config.json: "
+            raise RunCardError(f"{source}{exc} (in the run card)") from exc
         existing = self._existing(card.run_id, card.config, deep=True)
         if existing is not None:
             differences = self._differences(existing, card)
@@ -542,22 +615,30 @@ class RunStore:
                     differences.append(f"weights at epoch {epoch}")
         return differences
 
-    def recover(self) -> None:
-        """Clean up after crashed writers (see the module docstring); run on every open."""
+    def recover(self) -> list[str]:
+        """Clean up after crashed writers (see the module docstring); run on every open.
+
+        Returns the names of the leftover folders it removed (``.trash-*``, and ``.tmp-*`` whose
+        writer is gone: its process on this host has exited, or it is older than 30 minutes).
+        """
         now = time.time()
         indexed = set()
         with self._connect() as connection:
             indexed = {row[0] for row in connection.execute("SELECT id FROM runs")}
         run_dirs = set()
+        removed = []
         for entry in os.scandir(self.runs_dir):
             try:
                 if not entry.is_dir(follow_symlinks=False):
                     continue
-                stale = entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > STALE_TMP_SECONDS
+                stale = entry.name.startswith(".tmp-") and (
+                    _owner_is_gone(entry.name) or now - entry.stat().st_mtime > STALE_TMP_SECONDS
+                )
             except FileNotFoundError:  # another writer renamed or removed it since the scan
                 continue
             if entry.name.startswith(".trash-") or stale:
                 shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
             elif RUN_ID.fullmatch(entry.name):
                 run_dirs.add(entry.name)
         for run_id in sorted(indexed - run_dirs):
@@ -566,6 +647,7 @@ class RunStore:
                     connection.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         for run_id in sorted(run_dirs - indexed):
             self._adopt_orphan(run_id)
+        return removed
 
     def _adopt_orphan(self, run_id: str) -> None:
         run_dir = self.runs_dir / run_id

@@ -58,6 +58,8 @@ class Hyperparameter:
     def check(self, value: Any, key: str, method: str) -> float:
         """`value` as a float, or a `MethodError` naming the method, the hyperparameter and what it allows."""
         what = f"hyperparameter {key!r} of method {method!r}"
+        if isinstance(value, bool | str) or value is None:  # true -> 1.0 or "4" -> 4.0 would hide a typo
+            raise MethodError(f"{what} must be a number, got {value!r}")
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -230,7 +232,7 @@ def list_methods() -> list[type[Method]]:
 
 
 def method_class(name: str) -> type[Method]:
-    if name not in _METHODS:
+    if not isinstance(name, str) or name not in _METHODS:
         raise MethodError(f"unknown method {name!r}; valid methods: {', '.join(c.name for c in list_methods())}")
     return _METHODS[name]
 

@@ -21,6 +21,8 @@ run's summary), e.g. the test accuracy of deep-mutual-learning peers.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,11 @@ from kdviz.hashing import config_hash
 from kdviz.models import KDModel, build_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 1 << 16
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_SAMPLES = 10**9
+RUN_ID = re.compile(r"[0-9a-f]{16}")
 SCHEDULES = ("cosine", "step", "none")
 # Config fields added after runs were stored: left out of the hashed config at their default,
 # so the ids of runs that do not use them stay what they were.
@@ -48,6 +55,10 @@ _LATER_FIELDS = {"teachers": None, "inputs": "standard"}
 
 class TrainingCancelled(RuntimeError):
     """Raised when the cancel flag is set; nothing of the run is stored."""
+
+
+class TrainingDiverged(ValueError):
+    """The weights became NaN or infinite (usually a learning rate far too large); nothing is stored."""
 
 
 @dataclass
@@ -76,22 +87,26 @@ class TrainConfig:
     inputs: str = "standard"
 
     def validate(self) -> None:
+        """Types and ranges of every field (a `ValueError` names the field); the method must be registered."""
         method_class(self.method)
+        if not isinstance(self.hparams, dict) or not all(isinstance(key, str) for key in self.hparams):
+            raise ValueError(f"hparams must be a dict of name -> number, got {self.hparams!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch size must be at least 2, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if self.train_subset is not None and self.train_subset < 2:
-            raise ValueError(f"train_subset must be at least 2 samples, got {self.train_subset}")
+        _check_whole("epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_whole("batch size", self.batch_size, 2, MAX_BATCH_SIZE)
+        _check_number("learning rate", self.lr, positive=True)
+        _check_number("weight decay", self.weight_decay, positive=False)
+        _check_whole("seed", self.seed, 0, MAX_SEED)
+        if self.train_subset is not None:
+            _check_whole("train_subset", self.train_subset, 2, MAX_SAMPLES, unit=" samples")
+        if self.checkpoints is not None and not isinstance(self.checkpoints, list | tuple):
+            raise ValueError(f"checkpoints must be a list of epochs, got {self.checkpoints!r}")
         for epoch in self.checkpoints or []:
-            if not 1 <= epoch <= self.epochs:
-                raise ValueError(f"checkpoint epoch {epoch} is outside 1..{self.epochs}")
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
+                raise ValueError(f"checkpoint epoch {epoch!r} is outside 1..{self.epochs}")
         check_input_kind(self.inputs, "inputs")
         _check_teacher_ids(self.teacher, self.teachers)
 
@@ -131,16 +146,70 @@ class TrainConfig:
         return config
 
 
+#: The fields of an own pair's stored config (`kdviz.external`): no training hyperparameters.
+EXTERNAL_FIELDS = ("dataset", "student", "method", "kind", "role", "teacher")
+EXTERNAL_ROLES = ("teacher", "student", "scratch")
+
+
+def check_stored_config(config: Any) -> None:
+    """Raise a `ValueError` naming the field unless `config` is one `train` (or an own pair) stores.
+
+    The checks of `TrainConfig.validate` (types, ranges, method, optimizer, teachers as run ids),
+    plus: no unknown fields, and hyperparameters the method accepts. Dataset and model specs are
+    the run store's to check (`kdviz.store.runconfig`), which needs nothing from here.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"a config must be a dict, got {type(config).__name__}")
+    if config.get("kind") == "external" or config.get("method") == "external":
+        unknown = sorted(set(config) - set(EXTERNAL_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)} in an own pair's config")
+        if config.get("kind") != "external" or config.get("method") != "external":
+            raise ValueError("an own pair's config has kind 'external' and method 'external'")
+        if config.get("role") not in EXTERNAL_ROLES:
+            raise ValueError(f"role must be one of {', '.join(EXTERNAL_ROLES)}, got {config.get('role')!r}")
+        _check_teacher_ids(config.get("teacher"), None)
+        return
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} in the config; valid: {', '.join(sorted(fields))}")
+    missing = [name for name in ("dataset", "student") if name not in config]
+    if missing:
+        raise ValueError(f"the config lacks {', '.join(missing)}")
+    stored = TrainConfig(**config)
+    stored.validate()
+    resolve_hparams(stored.method, stored.hparams)
+
+
+def _check_whole(what: str, value: Any, low: int, high: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    if value < low:
+        raise ValueError(f"{what} must be at least {low}{unit}, got {value}")
+    if value > high:
+        raise ValueError(f"{what} must be at most {high:,}{unit}, got {value:,}")
+
+
+def _check_number(what: str, value: Any, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if positive and not value > 0 or not positive and value < 0:
+        raise ValueError(f"{what} must be {'positive' if positive else 'at least 0'}, got {value}")
+
+
 def _check_teacher_ids(teacher: str | None, teachers: Any) -> None:
+    if teacher is not None and (not isinstance(teacher, str) or not RUN_ID.fullmatch(teacher)):
+        raise ValueError(f"teacher {teacher!r} is not a run id (16 lowercase hex characters)")
     if teachers is None:
         return
     if isinstance(teachers, str) or not isinstance(teachers, Sequence):
         raise ValueError(f"teachers must be a list of run ids, got {teachers!r}")
     if not teachers:
         raise ValueError("teachers is empty: name at least one teacher run id, or leave it None")
-    bad = [t for t in teachers if not isinstance(t, str) or not t]
+    bad = [t for t in teachers if not isinstance(t, str) or not RUN_ID.fullmatch(t)]
     if bad:
-        raise ValueError(f"teachers must be run ids (non-empty strings), got {bad[0]!r}")
+        raise ValueError(f"teachers must be run ids: {bad[0]!r} is not a run id (16 lowercase hex characters)")
     repeated = sorted({t for t in teachers if list(teachers).count(t) > 1})
     if repeated:
         raise ValueError(f"teachers lists run {repeated[0]!r} more than once")
@@ -337,6 +406,7 @@ def _fit(
     session = _set_up(config, dataset, teachers, teacher_inputs, device, student)
     for epoch in range(1, config.epochs + 1):
         metrics = _epoch(session, epoch, cancel)
+        _check_finite(session, epoch)
         session.history.append(metrics)
         if epoch in session.checkpoint_epochs:
             session.checkpoints[epoch] = _cpu_state(session.student)
@@ -502,6 +572,19 @@ def _step(session: _Session, batch: Batch) -> tuple[dict[str, torch.Tensor], tor
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+
+
+def _check_finite(session: _Session, epoch: int) -> None:
+    """Stop a run whose weights stopped being numbers, naming the model and suggesting a smaller lr."""
+    if all(bool(torch.isfinite(p).all()) for p in session.student.parameters()):
+        return
+    spec = getattr(session.student, "spec", None)
+    model = spec.get("name") if isinstance(spec, dict) and spec.get("name") else type(session.student).__name__
+    lr = session.config.lr
+    raise TrainingDiverged(
+        f"training of {model} ({session.config.method}) diverged in epoch {epoch}: its weights became NaN or "
+        f"infinite at learning rate {lr:g}; try a smaller learning rate, e.g. {min(lr / 10, 3e-3):g}"
+    )
 
 
 def _epoch_metrics(

@@ -9,8 +9,12 @@ import time
 from typing import Any
 
 from kdviz.data import DatasetError, list_datasets
+from kdviz.store.errors import RunStoreError
 
 EXIT_USAGE = 2
+
+
+MAX_SEEDS = 100
 
 
 def _parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
@@ -20,11 +24,44 @@ def _parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
         if "=" not in pair:
             raise ValueError(f"{what} {pair!r} must look like name=value")
         key, raw = pair.split("=", 1)
+        if not key:
+            raise ValueError(f"{what} {pair!r} has no name before '='")
         try:
             parsed[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             parsed[key] = raw
     return parsed
+
+
+def _hparams(pairs: list[str]) -> dict[str, Any]:
+    """--hparam NAME=NUMBER pairs; anything but a number (true, "4", a list) is refused here by name."""
+    parsed = _parse_pairs(pairs, "hyperparameter")
+    for key, value in parsed.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            shown = json.dumps(value) if not isinstance(value, str) else value
+            raise ValueError(f"--hparam {key}={shown}: a hyperparameter is a number, e.g. --hparam {key}=0.5")
+    return parsed
+
+
+def _dataset_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """{"name": --dataset, **--data options}; a --data name=... would silently replace --dataset: refused."""
+    options = _parse_pairs(args.data, "dataset option")
+    if "name" in options:
+        raise ValueError(
+            f"--data name={options['name']} conflicts with --dataset {args.dataset}: choose the dataset with --dataset"
+        )
+    return {"name": args.dataset, **options}
+
+
+def _non_negative(text: str) -> int:
+    """argparse type of seeds: a whole number >= 0 (the data loaders refuse negative seeds too)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -68,7 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--optimizer", default="adam")
     train.add_argument("--schedule", default="cosine")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_non_negative, default=0)
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -78,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", required=True, help="comma-separated method names, e.g. kd,label_smoothing")
     compare.add_argument("--teacher", default=None)
     compare.add_argument("--student", default=None)
-    compare.add_argument("--seeds", type=int, default=3)
+    compare.add_argument("--seeds", type=int, default=3, help=f"how many seeds (1..{MAX_SEEDS})")
     compare.add_argument("--epochs", type=int, default=10)
     compare.add_argument("--teacher-epochs", type=int, default=None)
     compare.add_argument("--train-subset", type=int, default=None, metavar="N")
@@ -93,7 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list, show or delete stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
-    runs_sub.add_parser("ls", help="list runs, newest first")
+    runs_sub.add_parser("ls", help="list runs, newest first (broken ones last, with what is wrong)")
+    runs_sub.add_parser("gc", help="remove what killed writers left behind (temp and trash folders)")
     show = runs_sub.add_parser("show", help="show one run's config and summary")
     show.add_argument("run_id")
     rm = runs_sub.add_parser("rm", help="delete a run")
@@ -145,26 +183,37 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, recover: bool = True):
+    from pathlib import Path
+
     from kdviz.store import RunStore
 
-    return RunStore(args.home)
+    if args.home is not None:
+        home = Path(args.home).expanduser()
+        if home.exists() and not home.is_dir():
+            raise ValueError(f"--home {args.home}: it is a file, not a folder; a run store is a folder")
+    try:
+        return RunStore(args.home, recover=recover)
+    except OSError as error:
+        where = args.home or "the default home (~/.kdviz or $KDVIZ_HOME)"
+        detail = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        raise ValueError(f"cannot use {where} as a run store (a writable folder is needed; {detail})") from error
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from kdviz.data.cache import get_dataset
-    from kdviz.distill import TrainConfig, method_class, train
+    from kdviz.distill import TrainConfig, TrainingDiverged, method_class, train
     from kdviz.models import default_pair
 
     method = method_class(args.method)
-    hparams = _parse_pairs(args.hparam, "hyperparameter")
+    hparams = _hparams(args.hparam)
     if args.temperature is not None:
         hparams["temperature"] = args.temperature
     if args.alpha is not None:
         hparams["alpha"] = args.alpha
-    dataset = get_dataset({"name": args.dataset, **_parse_pairs(args.data, "dataset option")})
+    dataset = get_dataset(_dataset_spec(args))
     teacher_spec, student_spec = default_pair(dataset.input_kind)
     common = dict(
         dataset=dataset.spec,
@@ -202,7 +251,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 bar.set_postfix(test_acc=f"{report.metrics['test_accuracy']:.3f}")
                 bar.update(1)
 
-            run = train(config, store=store, dataset=dataset, device=args.device, progress=progress)
+            try:
+                run = train(config, store=store, dataset=dataset, device=args.device, progress=progress)
+            except TrainingDiverged as error:
+                raise ValueError(f"the {label} diverged: {error} (--lr sets it)") from error
             bar.update(config.epochs - bar.n)  # a cached run finishes at once
         return run
 
@@ -279,11 +331,19 @@ def _teacher_run_ids(args: argparse.Namespace, method: Any, store: Any) -> list[
 def _cmd_compare(args: argparse.Namespace) -> int:
     from kdviz.data.cache import get_dataset
     from kdviz.distill.compare import compare_methods
+    from kdviz.distill.trainer import MAX_EPOCHS
     from kdviz.models import default_pair
 
-    dataset = get_dataset({"name": args.dataset, **_parse_pairs(args.data, "dataset option")})
-    teacher_spec, student_spec = default_pair(dataset.input_kind)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if not methods:
+        raise ValueError("--methods is empty: name at least one method, e.g. --methods kd,label_smoothing")
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {args.seeds}")
+    for name, value in (("--epochs", args.epochs), ("--teacher-epochs", args.teacher_epochs)):
+        if value is not None and not 1 <= value <= MAX_EPOCHS:
+            raise ValueError(f"{name} must be between 1 and {MAX_EPOCHS:,}, got {value:,}")
+    dataset = get_dataset(_dataset_spec(args))
+    teacher_spec, student_spec = default_pair(dataset.input_kind)
 
     def report(name: str, seed: int, run) -> None:
         if not args.json:
@@ -370,22 +430,49 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(spec: Any) -> str:
+    """'shapes' for "shapes" and {"name": "shapes", ...}; '?' for anything else."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    return name if isinstance(name, str) else "?"
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
+    from kdviz.store import RunStoreError
+
+    store = _store(args, recover=args.runs_command != "gc")
+    if args.runs_command == "gc":
+        removed = store.recover()
+        print(f"removed {len(removed)} leftover folder(s) in {store.runs_dir}" + "".join(f"\n  {n}" for n in removed))
+        return 0
     if args.runs_command == "ls":
         records = store.list()
-        if not records:
+        broken = store.unlisted()
+        if not records and not broken:
             print(f"no runs yet in {store.root}")
         for record in records:
             config = record.config
             acc = record.summary.get("test_accuracy")
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created_at))
             print(
-                f"{record.id}  {config['dataset']['name']:<12} {config['student'].get('name', '?'):<10} "
-                f"{config['method']:<14} test acc {_fmt(acc)}  {created}"
+                f"{record.id}  {_name(config.get('dataset')):<12} {_name(config.get('student')):<10} "
+                f"{_name(config.get('method')):<14} test acc {_fmt(acc)}  {created}"
             )
+        for run_id, problem in broken.items():
+            print(f"{run_id}  BROKEN: {problem} (`kdviz runs rm {run_id}` deletes it)")
         return 0
-    record = store.get(args.run_id)
+    try:
+        record = store.get(args.run_id)
+    except RunStoreError as error:
+        if args.runs_command == "rm":  # a broken run can always be deleted
+            store.delete(args.run_id)
+            print(f"deleted broken run {args.run_id}")
+            return 0
+        print(f"error: run {args.run_id} is broken: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if record is None and args.runs_command == "rm" and args.run_id in store.unlisted():
+        store.delete(args.run_id)
+        print(f"deleted broken run {args.run_id}")
+        return 0
     if record is None:
         print(f"error: no run {args.run_id!r} in {store.root}; `kdviz runs ls` lists them", file=sys.stderr)
         return EXIT_USAGE
@@ -499,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, ValueError) as error:
+    except (DatasetError, ValueError, RunStoreError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -110,7 +110,8 @@ class Workspace:
 
     def datasets(self) -> list[str]:
         """Names of datasets that have at least one run, sample datasets first."""
-        names = {r.config["dataset"]["name"] for r in self.runs()}
+        specs = [r.config.get("dataset") for r in self.runs()]
+        names = {spec["name"] for spec in specs if isinstance(spec, dict) and isinstance(spec.get("name"), str)}
         samples = [n for n in ("shapes", "digits", "mnist1d", "moons", "gaussians") if n in names]
         return samples + sorted(names - set(samples))
 

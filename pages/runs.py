@@ -1,5 +1,7 @@
 """Runs: every stored run; filter, compare learning curves and hyperparameters, download, delete, upload."""
 
+import logging
+
 import streamlit as st
 
 from kdviz.plots import learning_curves, loss_term_curves, parallel_coordinates
@@ -24,8 +26,18 @@ if flash:
     st.success(flash)
 
 frame = rv.runs_frame(ws.runs())
-if frame.empty:
+broken = rv.broken_runs(ws)
+if frame.empty and not broken:
     st.info("The store holds no runs yet: train one on the Train page, or upload a run card below.")
+if broken:  # damaged or foreign records: shown apart, so they never break the table for the others
+    with st.expander(f"{len(broken)} broken run(s) cannot be shown", icon=":material/warning:"):
+        for broken_id, problem in broken.items():
+            st.markdown(f"`{broken_id}`: {problem}")
+            if not lesson and st.button("Delete it", key=f"runs_broken_{broken_id}", icon=":material/delete:"):
+                with guard("delete the broken run"):
+                    rv.delete_run(ws, broken_id)
+                    st.session_state["runs_flash"] = f"Deleted broken run {broken_id}."
+                st.rerun()
 
 # -- filters
 shown = frame
@@ -180,6 +192,9 @@ if upload is not None and st.session_state.get("runs_uploaded") != upload.file_i
         imported = rv.import_card(ws, upload.getvalue(), max_bytes=limit_mb * 1024 * 1024)
     except (RunStoreError, ValueError) as error:
         st.error(f"Could not import {upload.name}: {error}")
+    except Exception:  # noqa: BLE001 — an upload must end in one line, never a traceback
+        logging.getLogger(__name__).exception("importing %s failed", upload.name)
+        st.error(f"Could not import {upload.name}: it is not a run card this kdviz can read (see the server log).")
     else:
         st.session_state["runs_flash"] = f"Imported {rv.runs_frame([imported]).iloc[0]['label']}."
         st.rerun()

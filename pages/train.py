@@ -1,5 +1,7 @@
 """Train: pick or train a teacher, then train students with any method in the shared background queue."""
 
+import logging
+
 import streamlit as st
 
 from kdviz.data.dataset import DatasetError
@@ -39,6 +41,11 @@ def add_upload() -> None:
         spec, data = save_upload(file.name, file.getvalue(), root=ws.store.root, **options)
     except DatasetError as error:
         st.session_state["tr_upload_message"] = ("error", f"Could not use {file.name}: {error}")
+        return
+    except Exception:  # noqa: BLE001 — a bad file must end in one line, never Streamlit's error page
+        logging.getLogger(__name__).exception("loading the upload %s failed", file.name)
+        message = f"Could not use {file.name}: it could not be read as a CSV, NPZ or zip of images (see the log)."
+        st.session_state["tr_upload_message"] = ("error", message)
         return
     st.session_state["tr_dataset"] = spec["name"]
     st.session_state["tr_upload_message"] = (

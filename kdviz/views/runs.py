@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdviz.distill import check_stored_config
 from kdviz.samples import read_manifest
 from kdviz.store import RunRecord
 from kdviz.workspace import Workspace, run_label, run_role
@@ -18,6 +19,7 @@ __all__ = [
     "RUN_KINDS",
     "TABLE_COLUMNS",
     "UNPACK_FACTOR",
+    "broken_runs",
     "card_file_name",
     "delete_run",
     "export_card",
@@ -54,8 +56,9 @@ def run_kind(record: RunRecord, teacher_ids: Iterable[str] = ()) -> str:
 
 def _taught_by(record: RunRecord) -> list[str]:
     config = record.config
-    teachers = [config["teacher"]] if config.get("teacher") else []
-    return teachers + [t for t in config.get("teachers") or [] if isinstance(t, str)]
+    teachers = [config["teacher"]] if isinstance(config.get("teacher"), str) and config["teacher"] else []
+    listed = config.get("teachers")
+    return teachers + [t for t in (listed if isinstance(listed, list) else []) if isinstance(t, str)]
 
 
 def _model_name(spec: Any) -> str:
@@ -73,6 +76,16 @@ def hparams_text(hparams: Mapping[str, Any] | None) -> str:
         value = hparams[name]
         parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     return ", ".join(parts)
+
+
+def _number(value: Any, default: float) -> float:
+    """`value` as a float for a table cell; `default` for anything else (a table of runs never fails on one)."""
+    return float(value) if _is_number(value) else default
+
+
+def broken_runs(ws: Workspace) -> dict[str, str]:
+    """Stored runs the table cannot show (damaged files, or a config no run of kdviz has): id -> why."""
+    return ws.store.unlisted()
 
 
 def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -93,11 +106,11 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
                 "method": str(config.get("method", "?")),
                 "kind": run_kind(record, teacher_ids),
                 "hparams": hparams_text(config.get("hparams")),
-                "epochs": int(config.get("epochs") or 0),
-                "subset": float(subset) if subset else np.nan,
+                "epochs": int(_number(config.get("epochs"), 0)),
+                "subset": _number(subset, np.nan) or np.nan,
                 "teacher": ", ".join(t[:6] for t in _taught_by(record)) or "—",
-                **{metric: float(summary.get(metric, np.nan)) for metric in HEADLINE_METRICS},
-                "params": int(summary.get("params", 0)),
+                **{metric: _number(summary.get(metric), np.nan) for metric in HEADLINE_METRICS},
+                "params": int(_number(summary.get("params"), 0)),
                 "seed": config.get("seed"),
                 "created": pd.Timestamp(dt.datetime.fromtimestamp(record.created_at)).floor("s"),
             }
@@ -245,6 +258,6 @@ def import_card(ws: Workspace, data: bytes, max_bytes: int) -> RunRecord:
     """
     if len(data) > max_bytes:
         raise ValueError(f"the file has {len(data):,} bytes; run cards may have at most {max_bytes:,} bytes")
-    record = ws.store.import_run(data, max_bytes=UNPACK_FACTOR * max_bytes)
+    record = ws.store.import_run(data, max_bytes=UNPACK_FACTOR * max_bytes, check_config=check_stored_config)
     ws.forget(record.id)
     return record

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from own_models import MixerNet, ResNetish, TupleOutputNet, toy_images
-from test_browser import CHROMIUM, CONTENT, ERRORS, PAGES, TRAIN_READY, open_page, screenshot_dir
+from test_browser import CHROMIUM, CONTENT, ERRORS, PAGES, TRAIN_READY, open_page
 
 import kdviz
 from kdviz.models.external import ALLOW_ENV
@@ -59,7 +59,6 @@ def test_every_page_opens_on_your_own_pair(shown: str, browser: object, tmp_path
     assert shown.endswith(f"/?dataset={NAME}")
     base = shown.split("/?")[0]
     page = browser.new_page(viewport={"width": 1440, "height": 1500})
-    out = screenshot_dir(tmp_path)
     for name in PAGES:
         open_page(page, f"{base}/{name}?dataset={NAME}", content=TRAIN_READY if name == "train" else CONTENT)
         errors = [e.inner_text() for e in page.query_selector_all(ERRORS)]
@@ -68,4 +67,4 @@ def test_every_page_opens_on_your_own_pair(shown: str, browser: object, tmp_path
         pickers = " | ".join(boxes.nth(i).input_value() for i in range(boxes.count()))
         assert NAME in pickers and "ResNetish" in pickers and "TupleOutputNet" in pickers, (name, pickers)
         if name in ("calibration", "divergence", "representations"):
-            page.screenshot(path=str(out / f"own_pair_{name}.png"), full_page=False)
+            page.screenshot(path=str(tmp_path / f"own_pair_{name}.png"), full_page=False)

@@ -356,3 +356,24 @@ def test_the_example_script_runs(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "teacher" in done.stdout and "Grad-CAM maps" in done.stdout and "trained and inspected in" in done.stdout
+
+
+@pytest.mark.slow
+def test_every_method_trains_your_student_or_refuses_with_a_message(teacher: nn.Module) -> None:
+    """No method may fail on an own pair with anything but a MethodError naming what is missing."""
+    from kdviz.distill import list_methods
+    from kdviz.distill.registry import MethodError
+
+    trained, refused = [], []
+    for cls in list_methods():
+        try:
+            kdviz.distill_student(teacher, TupleOutputNet(), train=(X[:40], Y[:40]), method=cls.name, epochs=2)
+            trained.append(cls.name)
+        except MethodError as error:
+            assert cls.name in str(error), str(error)
+            refused.append(cls.name)
+    assert set(trained) >= {"kd", "dkd", "fitnets", "relational", "explanation_kd", "ps_kd"}
+    from kdviz.external.distilling import NEEDS_PRESET
+
+    assert set(trained) <= set(kdviz.supported_methods()) and set(NEEDS_PRESET) <= set(refused)
+    assert len(trained) >= 18, trained

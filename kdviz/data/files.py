@@ -31,6 +31,7 @@ DEFAULT_MAX_BYTES = 50 * 1024**2  # size of the uploaded file itself
 DEFAULT_MAX_UNCOMPRESSED = 200 * 1024**2  # total expanded size of a zip / npz (zip-bomb guard)
 DEFAULT_MAX_VALUES = 50_000_000  # decoded image values (N·C·H·W), about 200 MB as float32
 MAX_ZIP_MEMBERS = 100_000
+SUPPORTED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_IMAGE_SIDE = 4096
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 OTHER_IMAGE_SUFFIXES = {".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".ico", ".ppm", ".pgm"}
@@ -119,13 +120,17 @@ def _open_zip(data: bytes, what: str, max_uncompressed: int) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, NotImplementedError) as error:
         raise DatasetError(f"is a corrupt {what} ({error})") from error
     if len(members) > MAX_ZIP_MEMBERS:
         raise DatasetError(f"holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")
     for member in members:
-        if member.flag_bits & 0x1:
+        if member.flag_bits & 0x41:  # 0x1 encrypted, 0x40 strong encryption
             raise DatasetError(f"{member.filename!r} in the archive is encrypted; use an archive without a password")
+        if member.compress_type not in SUPPORTED_COMPRESSION or member.flag_bits & 0x20:
+            raise DatasetError(
+                f"{member.filename!r} in the archive uses an unsupported compression; re-zip it (stored or deflate)"
+            )
         parts = member.filename.replace("\\", "/").split("/")
         if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
             raise DatasetError(f"unsafe path {member.filename!r} in the archive; paths must stay inside it")
@@ -143,7 +148,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     try:
         with archive.open(member) as handle:
             content = handle.read(member.file_size + 1)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as error:
         raise DatasetError(f"{member.filename!r} in the archive is corrupt ({error})") from error
     if len(content) != member.file_size:
         raise DatasetError(f"{member.filename!r} in the archive is corrupt (its size does not match the header)")
@@ -170,6 +175,10 @@ def _looks_utf16(head: bytes) -> bool:
 
 
 def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    try:  # the parser decodes in chunks, so its positions are relative: find the first bad byte in the file
+        data.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        error = whole
     line = data[: error.start].count(b"\n") + 1
     column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
     return (
@@ -187,7 +196,10 @@ def _csv_header(data: bytes) -> list[str]:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError:
         return []  # reported with its position by the parser
-    rows = list(csv.reader([text]))
+    try:
+        rows = list(csv.reader([text]))
+    except csv.Error as error:
+        raise DatasetError(f"could not be parsed as CSV: {error}") from error
     return [name.strip() for name in rows[0]] if rows else []
 
 
@@ -212,6 +224,26 @@ def _check_header(header: list[str], label_column: str) -> None:
         where = "the first column" if blank[0] == 1 else f"column {blank[0]}"
         hint = " (a pandas index written by to_csv: save with index=False)" if blank[0] == 1 else ""
         raise DatasetError(f"{where} of the header has no name{hint}; name it or remove it")
+
+
+def _check_row_lengths(data: bytes, n_columns: int) -> None:
+    """Rows longer than the header lose data (pandas drops the extra cells): only empty extras, a trailing
+    comma, are allowed."""
+    import csv
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return  # reported by the parser, with its position
+    try:
+        for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+            if len(row) > n_columns and any(cell.strip() for cell in row[n_columns:]):
+                raise DatasetError(
+                    f"line {line} has {len(row)} fields but the header names {n_columns} columns; "
+                    "add the missing column names or remove the extra values"
+                )
+    except csv.Error as error:
+        raise DatasetError(f"could not be parsed as CSV: {error}") from error
 
 
 def _is_number_text(text: str) -> bool:
@@ -245,7 +277,9 @@ def load_csv(
         header = _csv_header(data)
         try:
             # index_col=False: a trailing comma on every data row is not read as an index column
-            table = pd.read_csv(io.BytesIO(data), encoding="utf-8", index_col=False)
+            with warnings.catch_warnings():  # longer rows are checked by _check_row_lengths
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                table = pd.read_csv(io.BytesIO(data), encoding="utf-8", index_col=False)
         except UnicodeDecodeError as error:
             raise DatasetError(_not_utf8(data, error)) from error
         except pd.errors.EmptyDataError as error:
@@ -254,6 +288,7 @@ def load_csv(
             raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
         columns = [str(column) for column in table.columns]
         _check_header(header, label_column)
+        _check_row_lengths(data, len(header))
         table.columns = columns
         if label_column not in columns:
             hint = ""
@@ -318,7 +353,7 @@ def _npz_array(archive: Any, key: str) -> np.ndarray:
         if "pickle" in str(error).lower() or "object" in str(error).lower():
             raise DatasetError(f"array {key!r} is an object array; object arrays/pickles are not accepted") from error
         raise DatasetError(f"array {key!r} could not be read ({error})") from error
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as error:
         raise DatasetError(f"array {key!r} is corrupt ({error})") from error
 
 
@@ -332,7 +367,7 @@ def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None
                 np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
             )
             shape, _, dtype = read_header(handle)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
         raise DatasetError(f"array {key!r} is not a valid .npy array ({error})") from error
     if dtype.hasobject:
         raise DatasetError(f"array {key!r} is an object array; object arrays/pickles are not accepted")
@@ -398,7 +433,7 @@ def load_npz(
                     _check_npy_header(members, member)
         try:
             archive = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as error:
+        except (ValueError, OSError, zipfile.BadZipFile, NotImplementedError) as error:
             raise DatasetError(f"is not a readable .npz archive ({error})") from error
         with archive:
             missing = [key for key in ("x", "y") if key not in archive.files]

@@ -576,14 +576,15 @@ def _step(session: _Session, batch: Batch) -> tuple[dict[str, torch.Tensor], tor
 
 def _check_finite(session: _Session, epoch: int) -> None:
     """Stop a run whose weights stopped being numbers, naming the model and suggesting a smaller lr."""
-    if all(bool(torch.isfinite(p).all()) for p in session.student.parameters()):
+    weights_finite = all(bool(torch.isfinite(p).all()) for p in session.student.parameters())
+    if weights_finite and bool(torch.isfinite(predict_logits(session.student, session.data.x_val[:256])).all()):
         return
     spec = getattr(session.student, "spec", None)
     model = spec.get("name") if isinstance(spec, dict) and spec.get("name") else type(session.student).__name__
     lr = session.config.lr
     raise TrainingDiverged(
-        f"training of {model} ({session.config.method}) diverged in epoch {epoch}: its weights became NaN or "
-        f"infinite at learning rate {lr:g}; try a smaller learning rate, e.g. {min(lr / 10, 3e-3):g}"
+        f"training of {model} ({session.config.method}) diverged in epoch {epoch}: its weights or outputs became "
+        f"NaN or infinite at learning rate {lr:g}; try a smaller learning rate, e.g. {min(lr / 10, 3e-3):g}"
     )
 
 

@@ -120,7 +120,7 @@ def _list_members(archive: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipI
 def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
         raise RunCardError(f"{name} in the run card is damaged: {exc}") from exc
 
 
@@ -186,6 +186,8 @@ def read_run_card(data: bytes | bytearray | memoryview | IO[bytes], max_bytes: i
         archive = zipfile.ZipFile(io.BytesIO(raw_card))
     except zipfile.BadZipFile:
         raise RunCardError("not a zip file: a run card is the .zip that exporting a run produces") from None
+    except (zipfile.LargeZipFile, NotImplementedError, OSError, ValueError) as exc:
+        raise RunCardError(f"the run card is a zip this reader cannot open ({exc})") from exc
     with archive:
         members = _list_members(archive, max_bytes)
         config = _parse_json("config.json", _read_member(archive, "config.json"), dict)

@@ -10,6 +10,8 @@ from kdviz.plots import (
     divergence_scatter,
     neighbour_gallery,
     probability_comparison,
+    slice_bars,
+    slice_checkpoint_lines,
 )
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
@@ -85,26 +87,123 @@ for column, row in zip(st.columns(len(counts)), counts.itertuples()):
         row.category, f"{row.samples}", f"{row.share:.1%} of {len(frame)}", delta_color="off", delta_arrow="off"
     )
 
-axes = dv.SCATTER_AXES[axes_name]
-event = None
-with guard("draw the divergence scatter"):
-    if shown.empty:
-        st.info("No test sample matches these filters: clear a category or class filter.")
-    else:
-        figure = divergence_scatter(
-            shown,
-            x=axes.x,
-            y=axes.y,
-            color="category",
-            hover_cols=["kl", "label_name", "teacher_pred_name", "student_pred_name", "category"],
-            title=f"{len(shown)} of {len(frame)} test samples · teacher vs {student_name.lower()}",
+# The slices section is computed first (its "show only" filter narrows the scatter and the table) but
+# drawn below the scatter: the two containers keep the visual order.
+scatter_box, slices_box = st.container(), st.container()
+slice_members: set[int] | None = None
+with slices_box:
+    st.subheader("Slices: where the student parts ways, in words")
+    st.caption(
+        "Groups of test samples where the student disagrees with the teacher (or errs, or sits far from it in "
+        "KL) much more often than overall: rules over each sample's metadata (the generating factors of "
+        "`shapes`, the columns of tabular data, the true class), or clusters of a model's features for data "
+        "without metadata. Rates carry 95% intervals; '× base rate' is the lift. The search tries a few hundred "
+        "rules, so a slice is a lead to look at, not a proof."
+    )
+    slice_controls = st.columns(2)
+    with slice_controls[0]:
+        targets = list(dv.SLICE_TARGET_TITLES)
+        from_url("div_slice_target", targets[0], valid=targets)
+        slice_target = st.selectbox(
+            "Explain", targets, key="div_slice_target", format_func=lambda t: dv.SLICE_TARGET_TITLES[t]
         )
-        figure.update_xaxes(title_text=axes.x_title)
-        figure.update_yaxes(title_text=axes.y_title)
-        # Streamlit turns click-to-select off while the drag mode is lasso/select: drag zooms, a click picks
-        # a point, and the toolbar's box/lasso tools select several.
-        figure.update_layout(dragmode="zoom")
-        event = chart(figure, key=f"div_scatter_{student_role}_{axes_name}", name="divergence-scatter", select=True)
+    sources = ["teacher feature clusters"]
+    with guard("list the slice sources"):
+        sources = dv.slice_sources(ws, teacher_id)
+    with slice_controls[1]:
+        from_url("div_slice_source", sources[0], valid=sources)
+        source_name = st.selectbox("Slices from", sources, key="div_slice_source")
+    slices = None
+    with guard("find the slices"):
+        slices = dv.find_slices(ws, teacher_id, student_id, target=slice_target, source=dv.SLICE_SOURCES[source_name])
+    if slices is not None:
+        what = dv.SLICE_TARGET_TITLES[slice_target]
+        base = f"{slices.base_rate:.1%}" if slice_target != "kl" else f"{slices.base_rate:.3f} nats"
+        if slices.table.empty:
+            st.info(f"No slice stands out: {student_name.lower()}'s {what} is {base} overall. {' '.join(slices.notes)}")
+        else:
+            st.markdown(f"**{student_name}** vs teacher · {what} over all test samples: **{base}**")
+            for row in slices.table.itertuples():
+                st.markdown(f"- **{row.slice}** · {row.description} ({row.size} samples)")
+            slice_names = slices.table["slice"].tolist()
+            slice_event = table(
+                dv.slice_table_view(slices),
+                key="div_slices_table",
+                name="divergence-slices",
+                on_select="rerun",
+                selection_mode="single-row",
+                column_config={
+                    col: st.column_config.NumberColumn(format="%.3f" if slice_target == "kl" else "percent")
+                    for col in (dv.SLICE_TARGET_TITLES[slice_target], "95% CI low", "95% CI high")
+                }
+                | {
+                    "× base rate": st.column_config.NumberColumn(format="%.2f×"),
+                    "teacher accuracy": st.column_config.NumberColumn(format="percent"),
+                    "student accuracy": st.column_config.NumberColumn(format="percent"),
+                },
+            )
+            picked_rows = list(slice_event.selection.rows) if slice_event is not None else []
+            if picked_rows and picked_rows != st.session_state.get("_div_last_slice_row"):
+                st.session_state["div_slice"] = slice_names[picked_rows[0]]
+            st.session_state["_div_last_slice_row"] = picked_rows
+            choices = ["all", *slice_names]
+            from_url("div_slice", "all", valid=choices)
+            descriptions = dict(zip(slices.table["slice"], slices.table["rule"]))
+            chosen_slice = st.selectbox(
+                "Show only this slice in the scatter and the table",
+                choices,
+                key="div_slice",
+                format_func=lambda name: "all test samples" if name == "all" else f"{name} · {descriptions[name]}",
+            )
+            if chosen_slice != "all":
+                slice_members = set(slices.members(chosen_slice).tolist())
+            with guard("compare the slices across students"):
+                comparison = dv.slice_comparison(
+                    ws, teacher_id, student_id, {role: selection.roles[role] for role in students},
+                    target=slice_target, source=dv.SLICE_SOURCES[source_name],
+                )  # fmt: skip
+                chart(
+                    slice_bars(
+                        comparison, names={r: ROLE_TITLES.get(r, r) for r in ["teacher", *students]},
+                        descriptions=descriptions, y_title=what, percent=slice_target != "kl",
+                        title=f"{student_name}'s slices on every student: does distillation close the gap?",
+                    ),
+                    key="div_slice_bars", name="slices-across-students",
+                )  # fmt: skip
+            if st.toggle("Follow the slices across the student's checkpoints", key="div_slice_epochs"):
+                with guard("measure the slices at each checkpoint"), st.spinner("Evaluating every checkpoint…"):
+                    epochs = dv.slice_checkpoints(
+                        ws, teacher_id, student_id, target=slice_target, source=dv.SLICE_SOURCES[source_name]
+                    )
+                    chart(
+                        slice_checkpoint_lines(epochs, y_title=what, percent=slice_target != "kl"),
+                        key="div_slice_lines", name="slices-across-checkpoints",
+                    )  # fmt: skip
+
+if slice_members is not None:
+    shown = shown[shown["index"].isin(slice_members)].reset_index(drop=True)
+
+with scatter_box:
+    axes = dv.SCATTER_AXES[axes_name]
+    event = None
+    with guard("draw the divergence scatter"):
+        if shown.empty:
+            st.info("No test sample matches these filters: clear a category or class filter.")
+        else:
+            figure = divergence_scatter(
+                shown,
+                x=axes.x,
+                y=axes.y,
+                color="category",
+                hover_cols=["kl", "label_name", "teacher_pred_name", "student_pred_name", "category"],
+                title=f"{len(shown)} of {len(frame)} test samples · teacher vs {student_name.lower()}",
+            )
+            figure.update_xaxes(title_text=axes.x_title)
+            figure.update_yaxes(title_text=axes.y_title)
+            # Streamlit turns click-to-select off while the drag mode is lasso/select: drag zooms, a click picks
+            # a point, and the toolbar's box/lasso tools select several.
+            figure.update_layout(dragmode="zoom")
+            event = chart(figure, key=f"div_scatter_{student_role}_{axes_name}", name="divergence-scatter", select=True)
 
 # -- which sample: a click/box in the scatter or a table row sets the sample picker; the URL keeps it
 picked = dv.selected_indices(event)
@@ -165,7 +264,7 @@ if not lesson:
 show_neighbours = st.toggle(
     "Find nearest training samples (teacher's embedding, cosine)", value=True, key="div_neighbours"
 )
-to_url("div_student", "div_axes", "div_sample", "div_method")
+to_url("div_student", "div_axes", "div_sample", "div_method", "div_slice_target", "div_slice_source", "div_slice")
 
 drill = None
 working = "Explaining the sample (the first neighbour search embeds the training set once per teacher)…"

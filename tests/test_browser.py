@@ -224,3 +224,22 @@ def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_frame(browse
         assert not other.locator(ERRORS).all_inner_texts()
         page.close()
         other.close()
+
+
+def test_divergence_slices_section_filters_the_scatter(server: str, browser: object, tmp_path: Path):
+    page = browser.new_page(viewport={"width": 1440, "height": 2400})
+    open_page(page, server)  # the first visit installs the sample models
+    first = open_page(page, f"{server}/divergence?dataset=shapes&div_slice=R1")
+    print(f"\ndivergence with a slice: first chart {first:.2f} s")
+    heading = page.get_by_text("Slices: where the student parts ways, in words")
+    heading.wait_for(timeout=60_000)
+    assert page.get_by_text("R1 ·").first.is_visible()
+    title = page.locator(".js-plotly-plot .gtitle").first.text_content()
+    assert " of 1000 test samples" in title, title
+    assert not title.startswith("1000 of"), title  # the scatter shows the slice only
+    bars = page.locator(".js-plotly-plot").filter(has_text="close the gap")
+    bars.wait_for(timeout=60_000)
+    assert not page.locator(ERRORS).all_inner_texts()
+    heading.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "divergence_slices.png"), full_page=True)
+    page.close()

@@ -78,3 +78,31 @@ def test_lesson_mode_hides_advanced_controls(app_env) -> None:
     assert "div_student" in keys and "div_sample" in keys
     assert "div_method" not in keys and "div_class_filter" not in keys
     assert not [s for s in at.slider if s.key == "div_k"]
+
+
+def test_slices_section_filters_the_scatter_and_compares_students(app_env) -> None:
+    at = app_page(PAGE, dataset="moons").run()
+    assert not at.exception and not errors(at)
+    assert any(h.value.startswith("Slices") for h in at.subheader)
+    assert at.selectbox(key="div_slice_source").options == [
+        "metadata rules", "teacher feature clusters", "student feature clusters",
+    ]  # fmt: skip
+    bars = next(f for f in plotly_figures(at) if "close the gap" in f["layout"]["title"]["text"])
+    assert {trace["name"] for trace in bars["data"]} == {"Scratch student", "Distilled student"}
+    assert bars["data"][0]["x"][0] == "all"
+    before = plotly_figures(at)[0]
+    total = sum(len(trace["customdata"]) for trace in before["data"])
+    options = at.selectbox(key="div_slice").options
+    assert options[0] == "all test samples" and len(options) >= 2
+    at.selectbox(key="div_slice").select_index(1).run()
+    assert not at.exception and not errors(at)
+    assert at.query_params["div_slice"] == "R1"
+    after = plotly_figures(at)[0]
+    shown = sum(len(trace["customdata"]) for trace in after["data"])
+    assert 0 < shown < total
+    at.selectbox(key="div_slice_source").set_value("teacher feature clusters").run()
+    assert not at.exception and not errors(at)
+    assert at.selectbox(key="div_slice").value == "all"  # R1 is no slice of the clusters
+    at.toggle(key="div_slice_epochs").set_value(True).run()
+    lines = next(f for f in plotly_figures(at) if "checkpoints" in f["layout"]["title"]["text"])
+    assert lines["data"][0]["name"] == "all test samples"

@@ -43,3 +43,30 @@ def test_gallery_rejects_mismatched_shapes() -> None:
         neighbour_gallery(np.zeros((1, 6)), np.zeros((2, 1, 6)), labels=[0])
     with pytest.raises(ValueError, match="1 or 3 channels"):
         neighbour_gallery(np.zeros((2, 4, 4)), np.zeros((1, 2, 4, 4)))
+
+
+def test_slice_bars_draw_each_role_with_its_colour_and_interval() -> None:
+    import pandas as pd
+
+    from kdviz.plots import ROLE_COLORS, slice_bars, slice_checkpoint_lines
+
+    comparison = pd.DataFrame(
+        {
+            "slice": ["all", "R1", "all", "R1"],
+            "role": ["scratch", "scratch", "distilled", "distilled"],
+            "rate": [0.4, 0.6, 0.3, 0.5],
+            "ci_low": [0.35, 0.5, 0.25, 0.42],
+            "ci_high": [0.45, 0.7, 0.35, 0.58],
+        }
+    )
+    fig = slice_bars(comparison, names={"scratch": "Scratch", "distilled": "Distilled"}, descriptions={"R1": "small"})
+    assert [t.name for t in fig.data] == ["Scratch", "Distilled"]
+    assert fig.data[0].marker.color == ROLE_COLORS["scratch"] and fig.data[1].marker.color == ROLE_COLORS["distilled"]
+    assert list(fig.data[1].x) == ["all", "R1"] and list(fig.data[1].y) == [0.3, 0.5]
+    assert list(fig.data[1].error_y.array) == pytest.approx([0.05, 0.08])
+    assert list(fig.data[1].error_y.arrayminus) == pytest.approx([0.05, 0.08])
+    assert fig.data[0].customdata[1][0] == "small"
+    epochs = comparison.assign(epoch=[1, 1, 2, 2]).drop(columns="role")
+    lines = slice_checkpoint_lines(epochs)
+    assert [t.name for t in lines.data] == ["all test samples", "R1"]
+    assert list(lines.data[1].x) == [1, 2] and list(lines.data[1].y) == [0.6, 0.5]

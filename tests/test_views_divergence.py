@@ -203,3 +203,79 @@ def test_drill_down_on_digits_without_neighbours(ws: Workspace) -> None:
         dv.drill_down(ws, teacher, student, 269)
     with pytest.raises(ValueError, match="different datasets"):
         dv.drill_down(ws, teacher, sample_roles("moons")["distilled"], 0)
+
+
+# --------------------------------------------------------------------------- slices
+
+
+@pytest.fixture(scope="module")
+def shapes_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    store = RunStore(tmp_path_factory.mktemp("slice-store"))
+    for role in ("teacher", "scratch", "distilled", "self"):
+        store.import_run((Path(SAMPLES_DIR) / "shapes" / f"{role}.kdrun").read_bytes())
+    return Workspace(store)
+
+
+def test_slices_of_the_shipped_shapes_pair_match_direct_counts(shapes_ws: Workspace) -> None:
+    ws, roles = shapes_ws, sample_roles("shapes")
+    teacher, student = roles["teacher"], roles["distilled"]
+    slices = dv.find_slices(ws, teacher, student)
+    assert slices.source == "rules" and len(slices.table) >= 1
+    disagree = ws.probs(teacher).argmax(1) != ws.probs(student).argmax(1)
+    assert slices.base_rate == pytest.approx(disagree.mean())
+    assert slices.base_rate == pytest.approx(1 - ws.record(student).summary["test_agreement"], abs=1e-6)
+    for row, mask in zip(slices.table.itertuples(), slices.masks):
+        assert row.size == mask.sum() and row.rate == pytest.approx(disagree[mask].mean())
+        assert row.lift == pytest.approx(disagree[mask].mean() / disagree.mean())
+        assert row.ci_low <= row.rate <= row.ci_high and row.z >= 3
+    meta, _ = dv.slice_metadata(ws, teacher)
+    assert "size" in meta and "clutter" in meta and len(meta) == len(disagree)
+    assert dv.find_slices(ws, teacher, student) is slices  # cached by run ids and options
+
+    students = {role: roles[role] for role in ("scratch", "distilled", "self")}
+    comparison = dv.slice_comparison(ws, teacher, student, students)
+    assert set(comparison["role"]) == set(students)
+    for role, run_id in students.items():
+        other = ws.probs(teacher).argmax(1) != ws.probs(run_id).argmax(1)
+        rows = comparison[comparison["role"] == role].set_index("slice")
+        assert rows.loc["all", "rate"] == pytest.approx(other.mean())
+        for name, mask in zip(slices.table["slice"], slices.masks):
+            assert rows.loc[name, "rate"] == pytest.approx(other[mask].mean())
+    errors = dv.slice_comparison(ws, teacher, student, students, target="student_error")
+    teacher_rows = errors[errors["role"] == "teacher"].set_index("slice")
+    assert teacher_rows.loc["all", "rate"] == pytest.approx(1 - ws.record(teacher).summary["test_accuracy"], abs=1e-6)
+
+    epochs = dv.slice_checkpoints(ws, teacher, student)
+    assert sorted(set(epochs["epoch"])) == ws.record(student).checkpoints
+    last = epochs[epochs["epoch"] == max(epochs["epoch"])].set_index("slice")
+    assert last.loc["all", "rate"] == pytest.approx(slices.base_rate)
+    view = dv.slice_table_view(slices)
+    assert view["where"].tolist() == slices.table["rule"].tolist()
+
+
+def test_slices_without_metadata_fall_back_to_feature_clusters(ws: Workspace) -> None:
+    roles = sample_roles("digits")
+    teacher, student = roles["teacher"], roles["scratch"]
+    assert dv.slice_metadata(ws, teacher)[0] is None
+    assert dv.slice_sources(ws, teacher) == ["teacher feature clusters", "student feature clusters"]
+    slices = dv.find_slices(ws, teacher, student, target="student_error")
+    assert slices.source == "clusters" and slices.table["slice"].str.startswith("C").all()
+    wrong = ws.probs(student).argmax(1) != ws.labels(student)
+    for row, mask in zip(slices.table.itertuples(), slices.masks):
+        assert row.rate == pytest.approx(wrong[mask].mean()) and row.rate > wrong.mean()
+        assert all(mask[i] for i in row.examples)
+    with pytest.raises(ValueError, match="no per-sample metadata"):
+        dv.find_slices(ws, teacher, student, source="rules")
+    with pytest.raises(ValueError, match="unknown slice target"):
+        dv.find_slices(ws, teacher, student, target="loss")
+
+
+def test_points_data_gets_rules_over_its_features_in_original_units(ws: Workspace) -> None:
+    roles = sample_roles("moons")
+    meta, columns = dv.slice_metadata(ws, roles["teacher"])
+    data = ws.dataset(roles["teacher"])
+    x = data.x_test.double().numpy() * np.array(data.normalization["std"]) + np.array(data.normalization["mean"])
+    assert list(meta.columns) == ["class", "x1", "x2"] and columns["class"] == ("class", "")
+    assert meta[["x1", "x2"]].to_numpy() == pytest.approx(x)
+    slices = dv.find_slices(ws, roles["teacher"], roles["scratch"])
+    assert slices.source == "rules"

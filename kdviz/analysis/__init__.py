@@ -40,4 +40,14 @@ from kdviz.analysis.fidelity import agreement, agreement_per_class, kl_divergenc
 from kdviz.analysis.localization import attribution_agreement, localization, localization_summary
 from kdviz.analysis.projection import PROJECTION_METHODS, project_features
 from kdviz.analysis.similarity import cka_across_checkpoints, cka_matrix, debiased_cka, linear_cka
+from kdviz.analysis.slices import (
+    SLICE_TARGETS,
+    SliceSet,
+    cluster_slices,
+    describe_rule,
+    rule_slices,
+    slice_rates,
+    slice_targets,
+    wilson_interval,
+)
 from kdviz.analysis.tcav import tcav_scores

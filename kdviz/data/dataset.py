@@ -25,6 +25,7 @@ class Split:
     masks: torch.Tensor | None = None
     privileged: torch.Tensor | None = None
     true_posterior: torch.Tensor | None = None
+    metadata: Any = None  # pandas DataFrame, one row per sample, or None
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Dataset:
     subtracted/divided. Optional per-split extras: foreground `masks_*` (bool N×H×W),
     `privileged_*` inputs (seen only by a privileged teacher), `true_posterior_*` (N×K).
     `extra_splits` holds further evaluation splits by name (e.g. ``"test_shifted"``).
+    `metadata_*` (a pandas DataFrame, one row per sample in split order, or None) holds per-sample
+    facts that are not inputs: the generating factors of `shapes`, columns a user marked as metadata.
     `spec` is the JSON-serialisable request that rebuilds this dataset.
     """
 
@@ -58,6 +61,9 @@ class Dataset:
     true_posterior_train: torch.Tensor | None = None
     true_posterior_val: torch.Tensor | None = None
     true_posterior_test: torch.Tensor | None = None
+    metadata_train: Any = None
+    metadata_val: Any = None
+    metadata_test: Any = None
     extra_splits: dict[str, Split] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +91,12 @@ class Dataset:
         if name in SPLITS:
             return getattr(self, f"masks_{name}")
         return self.split_extra(name).masks
+
+    def metadata(self, name: str) -> Any:
+        """Per-sample metadata of a split (a pandas DataFrame, one row per sample), or None where there is none."""
+        if name in SPLITS:
+            return getattr(self, f"metadata_{name}")
+        return self.split_extra(name).metadata
 
     def split_extra(self, name: str) -> Split:
         if name not in self.extra_splits:

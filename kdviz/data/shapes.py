@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from kdviz.data.dataset import Dataset, register_dataset
 from kdviz.data.options import check_bool, check_float, check_int, check_seed
@@ -54,11 +55,57 @@ def cue_corner(cue_class: int) -> tuple[slice, slice]:
 
 @dataclass
 class ShapeImages:
-    """Rendered shapes in [0, 1] before normalisation."""
+    """Rendered shapes in [0, 1] before normalisation, with the factors that generated each image."""
 
     images: np.ndarray  # float32 N×3×32×32: clutter + cue + shape + noise
     foreground_masks: np.ndarray  # bool N×32×32: exactly the shape's pixels
     clean_images: np.ndarray  # float32 N×3×32×32: the shape on black, no clutter, cue or noise
+    factors: pd.DataFrame | None = None  # one row per image: see `FACTOR_COLUMNS`
+
+
+#: Per-image generating factors recorded as metadata (`Dataset.metadata(split)`): name -> (label, unit).
+FACTOR_COLUMNS: dict[str, tuple[str, str]] = {
+    "shape": ("shape", ""),  # the class
+    "size": ("size", "px"),  # circumradius
+    "x": ("x", "px"),  # centre
+    "y": ("y", "px"),
+    "rotation": ("rotation", "°"),
+    "hue": ("hue", "°"),
+    "saturation": ("saturation", ""),
+    "brightness": ("brightness", ""),
+    "area": ("area", "px"),  # pixels of the shape
+    "clutter": ("clutter", ""),  # pixel std of the background outside the shape
+    "contrast": ("contrast", ""),  # RGB distance of the shape's colour to the background around it
+    "stroke_pixels": ("strokes by the shape", "px"),  # stroke pixels in a 3-pixel ring around the shape
+    "cue": ("cue", ""),  # which class's cue the image shows, or none
+    "cue_matches_label": ("cue matches the label", ""),
+    "noise": ("noise", ""),  # pixel noise std (one value per dataset)
+}
+
+
+@dataclass
+class SceneParams:
+    """Everything random about `n` scenes except the pixel noise: drawn up front, in a fixed order."""
+
+    radius: np.ndarray  # (n,) circumradius in pixels
+    centre: np.ndarray  # (n, 2) x, y in pixels
+    angle: np.ndarray  # (n,) radians
+    hsv: np.ndarray  # (n, 3) hue, saturation, value of the shape's colour
+    colour: np.ndarray  # (n, 3) RGB of the shape
+    background: dict[str, np.ndarray]  # clutter parameters, see `_draw_background`
+
+    def take(self, index: slice | np.ndarray) -> SceneParams:
+        return SceneParams(
+            radius=self.radius[index],
+            centre=self.centre[index],
+            angle=self.angle[index],
+            hsv=self.hsv[index],
+            colour=self.colour[index],
+            background={k: v[index] for k, v in self.background.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.radius)
 
 
 def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -149,57 +196,181 @@ def _render_background(params: dict[str, np.ndarray], coords: np.ndarray) -> np.
     return image
 
 
+def draw_scenes(rng: np.random.Generator, n: int) -> SceneParams:
+    """The random parameters of `n` scenes (shape geometry, colour, clutter), in the generator's fixed order."""
+    radius = rng.uniform(*_RADIUS_RANGE, n).astype(np.float32)
+    # keep the shape's circumscribed disc inside the frame
+    centre = (radius[:, None] + rng.uniform(0, 1, (n, 2)) * (IMAGE_SIZE - 1 - 2 * radius[:, None])).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+    hsv = np.stack(
+        [
+            rng.uniform(0, 1, n).astype(np.float32),
+            rng.uniform(0.55, 1.0, n).astype(np.float32),
+            rng.uniform(0.8, 1.0, n).astype(np.float32),
+        ],
+        axis=1,
+    )
+    colour = _hsv_to_rgb(hsv[:, 0], hsv[:, 1], hsv[:, 2])
+    return SceneParams(radius, centre, angle, hsv, colour, _draw_background(rng, n))
+
+
+def paint_scenes(
+    labels: np.ndarray, cue_classes: np.ndarray, scenes: SceneParams, noise_field: np.ndarray | None
+) -> ShapeImages:
+    """Paint scenes from explicit parameters: clutter, cue, shape, then `noise_field` (already scaled) added.
+
+    `render_shapes` calls this chunk by chunk; counterfactual edits call it with one edited scene.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    cue_classes = np.asarray(cue_classes, dtype=np.int64)
+    coords = np.arange(IMAGE_SIZE, dtype=np.float32)
+    n = len(labels)
+    # pixel offsets from the centre, rotated into the shape's frame and scaled to the unit disc
+    dx = coords[None, None, :] - scenes.centre[:, 0, None, None]
+    dy = coords[None, :, None] - scenes.centre[:, 1, None, None]
+    cos, sin = np.cos(scenes.angle)[:, None, None], np.sin(scenes.angle)[:, None, None]
+    inv_r = 1.0 / scenes.radius[:, None, None]
+    p = (cos * dx + sin * dy) * inv_r
+    q = (cos * dy - sin * dx) * inv_r
+    masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+    for label in np.unique(labels):
+        members = labels == label
+        masks[members] = _shape_mask(int(label), p[members], q[members])
+    image = _render_background(scenes.background, coords)
+    for cue in np.unique(cue_classes[cue_classes != NO_CUE]):
+        rows, cols = cue_corner(int(cue))
+        image[cue_classes == cue, :, rows, cols] = CUE_COLOURS[cue][:, None, None]
+    # the shape is painted last, over clutter and cue, so the mask is exactly what shows the shape
+    np.copyto(image, scenes.colour[:, :, None, None], where=masks[:, None])
+    if noise_field is not None:
+        image += noise_field
+    images = np.clip(image, 0.0, 1.0)
+    clean = np.multiply(masks[:, None], scenes.colour[:, :, None, None])
+    return ShapeImages(images=images, foreground_masks=masks, clean_images=clean)
+
+
+def _noise_field(rng: np.random.Generator, n: int, noise: float) -> np.ndarray | None:
+    if noise <= 0:
+        return None
+    return rng.standard_normal((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32) * np.float32(noise)
+
+
+def scene_factors(
+    labels: np.ndarray, cue_classes: np.ndarray, scenes: SceneParams, rendered: ShapeImages, noise: float
+) -> pd.DataFrame:
+    """One row of interpretable generating factors per image (see `FACTOR_COLUMNS`).
+
+    Geometry and colour come from the drawn parameters; `clutter`, `contrast` and `stroke_pixels`
+    summarise the rendered background: the pixel standard deviation outside the shape, the RGB
+    distance between the shape's colour and the mean background in a 3-pixel ring around it, and the
+    stroke pixels in that ring.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    cue_classes = np.asarray(cue_classes, dtype=np.int64)
+    images, masks = rendered.images, rendered.foreground_masks
+    outside = ~masks[:, None]
+    count = np.maximum(outside.sum(axis=(1, 2, 3)) * images.shape[1], 1)  # pixels × channels outside the shape
+    mean = np.where(outside, images, 0).sum(axis=(1, 2, 3)) / count
+    var = (np.where(outside, images - mean[:, None, None, None], 0) ** 2).sum(axis=(1, 2, 3)) / count
+    ring = _dilate(masks, 3) & ~masks
+    ring_count = np.maximum(ring.sum(axis=(1, 2)), 1)
+    ring_mean = np.where(ring[:, None], images, 0).sum(axis=(2, 3)) / ring_count[:, None]
+    contrast = np.linalg.norm(scenes.colour - ring_mean, axis=1)
+    strokes = _stroke_masks(scenes.background)
+    return pd.DataFrame(
+        {
+            "shape": pd.Categorical.from_codes(labels, categories=list(SHAPE_NAMES)),
+            "size": scenes.radius.astype(np.float64),
+            "x": scenes.centre[:, 0].astype(np.float64),
+            "y": scenes.centre[:, 1].astype(np.float64),
+            "rotation": np.degrees(scenes.angle.astype(np.float64)),
+            "hue": scenes.hsv[:, 0].astype(np.float64) * 360.0,
+            "saturation": scenes.hsv[:, 1].astype(np.float64),
+            "brightness": scenes.hsv[:, 2].astype(np.float64),
+            "area": masks.sum(axis=(1, 2)).astype(np.int64),
+            "clutter": np.sqrt(var).astype(np.float64),
+            "contrast": contrast.astype(np.float64),
+            "stroke_pixels": (strokes & ring).sum(axis=(1, 2)).astype(np.int64),
+            "cue": pd.Categorical(
+                [("none" if c == NO_CUE else f"{SHAPE_NAMES[c]} cue") for c in cue_classes],
+                categories=["none", *(f"{name} cue" for name in SHAPE_NAMES)],
+            ),
+            "cue_matches_label": cue_classes == labels,
+            "noise": np.full(len(labels), float(noise)),
+        }
+    )
+
+
+def _dilate(masks: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by a 3×3 cross, `steps` times (numpy only)."""
+    out = masks.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        grown[:, :, 1:] |= out[:, :, :-1]
+        grown[:, :, :-1] |= out[:, :, 1:]
+        out = grown
+    return out
+
+
+def _stroke_masks(params: dict[str, np.ndarray]) -> np.ndarray:
+    """Pixels covered by any stroke (the same test as `_render_background`)."""
+    n = len(params["base"])
+    coords = np.arange(IMAGE_SIZE, dtype=np.float32)
+    px, py = coords[None, None, :], coords[None, :, None]
+    covered = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+    for s in range(_N_STROKES):
+        ax, ay = (params["stroke_start"][:, s, i, None, None] for i in (0, 1))
+        bx, by = (params["stroke_end"][:, s, i, None, None] for i in (0, 1))
+        dx, dy = bx - ax, by - ay
+        t = np.clip(((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy + 1e-6), 0.0, 1.0)
+        ex, ey = px - ax - t * dx, py - ay - t * dy
+        covered |= ex * ex + ey * ey <= (0.5 * params["stroke_width"][:, s, None, None]) ** 2
+    return covered
+
+
 def render_shapes(labels: np.ndarray, cue_classes: np.ndarray, seed: int, noise: float = 0.05) -> ShapeImages:
     """Render one image per label; `cue_classes[i]` is the class whose cue image i shows, or `NO_CUE`.
 
     Everything except the cue is a function of (`seed`, `labels`, `noise`), so rendering the same
-    labels twice with different cues gives identical shapes, clutter and noise.
+    labels twice with different cues gives identical shapes, clutter and noise. `factors` records
+    each image's generating factors (`scene_factors`); recording them draws nothing from the generator.
     """
     labels = np.asarray(labels, dtype=np.int64)
     cue_classes = np.asarray(cue_classes, dtype=np.int64)
     n = len(labels)
     rng = np.random.default_rng((seed, 0x5A9E5))
-    coords = np.arange(IMAGE_SIZE, dtype=np.float32)
-    radius = rng.uniform(*_RADIUS_RANGE, n).astype(np.float32)
-    # keep the shape's circumscribed disc inside the frame
-    centre = (radius[:, None] + rng.uniform(0, 1, (n, 2)) * (IMAGE_SIZE - 1 - 2 * radius[:, None])).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
-    colour = _hsv_to_rgb(
-        rng.uniform(0, 1, n).astype(np.float32),
-        rng.uniform(0.55, 1.0, n).astype(np.float32),
-        rng.uniform(0.8, 1.0, n).astype(np.float32),
-    )
-    background = _draw_background(rng, n)
-
+    scenes = draw_scenes(rng, n)
     images = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     clean = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
     for start in range(0, n, _CHUNK):
         chunk = slice(start, min(start + _CHUNK, n))
-        # pixel offsets from the centre, rotated into the shape's frame and scaled to the unit disc
-        dx = coords[None, None, :] - centre[chunk, 0, None, None]
-        dy = coords[None, :, None] - centre[chunk, 1, None, None]
-        cos, sin = np.cos(angle[chunk])[:, None, None], np.sin(angle[chunk])[:, None, None]
-        inv_r = 1.0 / radius[chunk, None, None]
-        p = (cos * dx + sin * dy) * inv_r
-        q = (cos * dy - sin * dx) * inv_r
-        chunk_masks = masks[chunk]
-        chunk_labels = labels[chunk]
-        for label in np.unique(chunk_labels):
-            members = chunk_labels == label
-            chunk_masks[members] = _shape_mask(int(label), p[members], q[members])
-        image = _render_background({k: v[chunk] for k, v in background.items()}, coords)
-        chunk_cues = cue_classes[chunk]
-        for cue in np.unique(chunk_cues[chunk_cues != NO_CUE]):
-            rows, cols = cue_corner(int(cue))
-            image[chunk_cues == cue, :, rows, cols] = CUE_COLOURS[cue][:, None, None]
-        # the shape is painted last, over clutter and cue, so the mask is exactly what shows the shape
-        np.copyto(image, colour[chunk, :, None, None], where=chunk_masks[:, None])
-        if noise > 0:
-            image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise)
-        np.clip(image, 0.0, 1.0, out=images[chunk])
-        np.multiply(chunk_masks[:, None], colour[chunk, :, None, None], out=clean[chunk])
-    return ShapeImages(images=images, foreground_masks=masks, clean_images=clean)
+        field = _noise_field(rng, chunk.stop - chunk.start, noise)
+        part = paint_scenes(labels[chunk], cue_classes[chunk], scenes.take(chunk), field)
+        images[chunk], clean[chunk], masks[chunk] = part.images, part.clean_images, part.foreground_masks
+    rendered = ShapeImages(images=images, foreground_masks=masks, clean_images=clean)
+    rendered.factors = scene_factors(labels, cue_classes, scenes, rendered, noise)
+    return rendered
+
+
+def replay_scene(seed: int, n: int, index: int, noise: float) -> tuple[SceneParams, np.ndarray | None]:
+    """Scene `index` of a `render_shapes(labels of length n, ..., seed, noise)` call: its parameters and noise field.
+
+    Replays the generator (scene parameters, then the noise of every chunk up to the one holding
+    `index`), so painting them gives back exactly the image `render_shapes` made.
+    """
+    if not 0 <= index < n:
+        raise ValueError(f"scene {index} is out of range: the split has {n} images (0..{n - 1})")
+    rng = np.random.default_rng((seed, 0x5A9E5))
+    scenes = draw_scenes(rng, n)
+    field = None
+    for start in range(0, index + 1, _CHUNK):
+        size = min(start + _CHUNK, n) - start
+        field = _noise_field(rng, size, noise)
+    offset = index % _CHUNK
+    return scenes.take(slice(index, index + 1)), (None if field is None else field[offset : offset + 1])
 
 
 def balanced_labels(n: int, n_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -275,11 +446,13 @@ def load_shapes(
     seed = check_seed(seed)
 
     splits: dict[str, ArraySplit] = {}
+    factors: dict[str, pd.DataFrame | None] = {}
     for index, (split, size) in enumerate(sizes.items()):
         rng = np.random.default_rng((seed, index))
         labels = balanced_labels(size, n_classes, rng)
         cues = assign_cues(labels, spurious, rng, tied=True)
-        splits[split] = _split_arrays(render_shapes(labels, cues, _scene_seed(seed, split), noise), labels)
+        rendered = render_shapes(labels, cues, _scene_seed(seed, split), noise)
+        splits[split], factors[split] = _split_arrays(rendered, labels), rendered.factors
     extra: dict[str, ArraySplit] = {}
     if spurious > 0:
         # the same test scenes again, now with cues drawn independently of the labels
@@ -287,6 +460,30 @@ def load_shapes(
         untied_cues = assign_cues(test_iid.y, spurious, np.random.default_rng((seed, 3)), tied=False)
         shifted_images = render_shapes(test_iid.y, untied_cues, _scene_seed(seed, "test"), noise)
         extra = {"test_shifted": _split_arrays(shifted_images, test_iid.y), "test_iid": test_iid}
+        factors["test_shifted"], factors["test_iid"] = shifted_images.factors, factors["test"]
         if shifted:
             splits["test"] = extra["test_shifted"]
-    return assemble_dataset("shapes", "image", list(SHAPE_NAMES), splits, extra)
+            factors["test"] = factors["test_shifted"]
+    dataset = assemble_dataset("shapes", "image", list(SHAPE_NAMES), splits, extra)
+    for split, frame in factors.items():  # metadata rides alongside; the images and labels are unchanged
+        if split in extra:
+            dataset.extra_splits[split].metadata = frame
+        else:
+            setattr(dataset, f"metadata_{split}", frame)
+    return dataset
+
+
+def _scene_cues(dataset_spec: dict, split: str) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(labels, cue classes, rendering seed, noise) of a split of a `shapes` spec, replayed without rendering."""
+    options = {**dict(zip(("n_train", "n_val", "n_test"), (4000, 1000, 1000))), "noise": 0.05, "spurious": 0.0}
+    options.update({k: v for k, v in dataset_spec.items() if k != "name"})
+    seed, spurious = int(options.get("seed", 0)), float(options["spurious"])
+    base = "test" if split in ("test", "test_shifted", "test_iid") else split
+    index = ("train", "val", "test").index(base)
+    rng = np.random.default_rng((seed, index))
+    labels = balanced_labels(int(options[f"n_{base}"]), len(SHAPE_NAMES), rng)
+    cues = assign_cues(labels, spurious, rng, tied=True)
+    shifted_test = spurious > 0 and (split == "test_shifted" or (split == "test" and options.get("shifted", True)))
+    if shifted_test:
+        cues = assign_cues(labels, spurious, np.random.default_rng((seed, 3)), tied=False)
+    return labels, cues, _scene_seed(seed, base), float(options["noise"])

@@ -10,7 +10,14 @@ live in `kdviz.plots.style`.
 
 from kdviz.plots.attributions import agreement_histogram, attribution_grid, attribution_lines, localization_bars
 from kdviz.plots.calibration import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
-from kdviz.plots.divergence import decision_boundary, divergence_scatter, neighbour_gallery, probability_comparison
+from kdviz.plots.divergence import (
+    decision_boundary,
+    divergence_scatter,
+    neighbour_gallery,
+    probability_comparison,
+    slice_bars,
+    slice_checkpoint_lines,
+)
 from kdviz.plots.explanation import metric_bars, tradeoff_lines
 from kdviz.plots.home import kd_diagram
 from kdviz.plots.lesson import (

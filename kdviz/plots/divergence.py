@@ -20,9 +20,17 @@ from kdviz.plots.style import (
     apply_layout,
     axis_label,
     class_colors,
+    series_styles,
 )
 
-__all__ = ["decision_boundary", "divergence_scatter", "neighbour_gallery", "probability_comparison"]
+__all__ = [
+    "decision_boundary",
+    "divergence_scatter",
+    "neighbour_gallery",
+    "probability_comparison",
+    "slice_bars",
+    "slice_checkpoint_lines",
+]
 
 #: Columns of `rank_divergence` shown on hover by default (those not already on an axis).
 DEFAULT_HOVER = ("kl", "teacher_pred", "student_pred", "teacher_conf", "student_conf", "category")
@@ -308,3 +316,96 @@ def neighbour_gallery(
     fig.update_annotations(font=dict(size=11))
     fig.update_layout(height=PANEL_HEIGHT + (100 if title else 70))
     return fig
+
+
+def _slice_order(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["slice"].astype(str)))
+
+
+def slice_bars(
+    comparison: pd.DataFrame,
+    *,
+    names: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    y_title: str = "disagreement with the teacher",
+    percent: bool = True,
+    title: str | None = "The same slices across students",
+) -> go.Figure:
+    """Grouped bars: one group per slice ("all" first), one bar per role, with 95 % interval whiskers.
+
+    `comparison` has columns `slice`, `role`, `rate`, `ci_low`, `ci_high` (and optionally `size`),
+    as `kdviz.views.divergence.slice_comparison` returns. Bars take their role's colour; `names`
+    maps a role to its legend entry; `descriptions` (slice -> words) go into the hover.
+    """
+    require_columns(comparison, ["slice", "role", "rate", "ci_low", "ci_high"], "comparison")
+    slices = _slice_order(comparison)
+    roles = list(dict.fromkeys(comparison["role"].astype(str)))
+    names = {role: (names or {}).get(role, role) for role in roles}
+    styles = series_styles([names[r] for r in roles], {names[r]: r for r in roles})
+    fig = go.Figure()
+    fmt = ".0%" if percent else ".3g"
+    for role in roles:
+        rows = comparison[comparison["role"].astype(str) == role].set_index("slice").reindex(slices)
+        words = [(descriptions or {}).get(s, "all test samples" if s == "all" else s) for s in slices]
+        style = styles[names[role]]
+        fig.add_trace(
+            go.Bar(
+                x=slices,
+                y=rows["rate"].to_numpy(float),
+                name=names[role],
+                marker=dict(color=style.color, pattern=dict(shape=style.pattern)),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=(rows["ci_high"] - rows["rate"]).to_numpy(float),
+                    arrayminus=(rows["rate"] - rows["ci_low"]).to_numpy(float),
+                    color=NEUTRAL_COLOR,
+                    thickness=1,
+                ),
+                customdata=np.column_stack([words, rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)]),
+                hovertemplate=(
+                    f"<b>%{{x}}</b> · {names[role]}<br>%{{customdata[0]}}<br>{y_title}: %{{y:{fmt}}} "
+                    f"(95% CI %{{customdata[1]:{fmt}}}–%{{customdata[2]:{fmt}}})<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(barmode="group")
+    if percent:
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return apply_layout(fig, title=title, x_title="slice", y_title=y_title)
+
+
+def slice_checkpoint_lines(
+    frame: pd.DataFrame,
+    *,
+    y_title: str = "disagreement with the teacher",
+    percent: bool = True,
+    title: str | None = "Slices across the student's checkpoints",
+) -> go.Figure:
+    """One line per slice over the student's checkpoints (`epoch`, `slice`, `rate`, `ci_low`, `ci_high`).
+
+    The "all" line (every test sample) is drawn dashed in neutral grey with its interval as a band.
+    """
+    require_columns(frame, ["epoch", "slice", "rate", "ci_low", "ci_high"], "frame")
+    fig = go.Figure()
+    palette = class_colors(max(len(_slice_order(frame)), 1))
+    for k, name in enumerate(_slice_order(frame)):
+        rows = frame[frame["slice"].astype(str) == name].sort_values("epoch")
+        overall = name == "all"
+        color = NEUTRAL_COLOR if overall else palette[k % len(palette)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["epoch"].to_numpy(),
+                y=rows["rate"].to_numpy(float),
+                name="all test samples" if overall else name,
+                mode="lines+markers",
+                line=dict(color=color, dash="dash" if overall else "solid", width=2),
+                error_y=None if overall else dict(
+                    type="data", symmetric=False, array=(rows["ci_high"] - rows["rate"]).to_numpy(float),
+                    arrayminus=(rows["rate"] - rows["ci_low"]).to_numpy(float), thickness=1, width=3,
+                ),
+            )
+        )  # fmt: skip
+    if percent:
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return apply_layout(fig, title=title, x_title="epoch (saved checkpoint)", y_title=y_title)

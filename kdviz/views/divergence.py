@@ -10,8 +10,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdviz.analysis import DIVERGENCE_CATEGORIES, DecisionGrid, attribute, explain_divergence, rank_divergence
+from kdviz.analysis import (
+    DIVERGENCE_CATEGORIES,
+    SLICE_TARGETS,
+    DecisionGrid,
+    SliceSet,
+    attribute,
+    cluster_slices,
+    explain_divergence,
+    rank_divergence,
+    rule_slices,
+    slice_rates,
+    slice_targets,
+)
 from kdviz.analysis.attributions import module_lock
+from kdviz.data.shapes import FACTOR_COLUMNS
 from kdviz.workspace import ROLE_ORDER, Workspace
 
 __all__ = [
@@ -19,6 +32,8 @@ __all__ = [
     "CLASS_FILTERS",
     "MAX_NEIGHBOUR_BANK",
     "SCATTER_AXES",
+    "SLICE_SOURCES",
+    "SLICE_TARGET_TITLES",
     "SampleDrill",
     "ScatterAxes",
     "attribution_choices",
@@ -28,6 +43,12 @@ __all__ = [
     "divergence_frame",
     "drill_down",
     "filter_divergence",
+    "find_slices",
+    "slice_checkpoints",
+    "slice_comparison",
+    "slice_metadata",
+    "slice_sources",
+    "slice_table_view",
     "neighbour_bank",
     "points_frame",
     "selected_indices",
@@ -385,3 +406,217 @@ def points_frame(ws: Workspace, run_id: str, split: str = "train") -> tuple[np.n
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"decision regions need 2-D point data; this dataset's inputs have shape {tuple(x.shape[1:])}")
     return x.numpy(), y.numpy()
+
+
+# --------------------------------------------------------------------------- slices
+
+#: Where slices come from: rules over per-sample metadata, or clusters of a model's features.
+SLICE_SOURCES = {
+    "metadata rules": "rules",
+    "teacher feature clusters": "teacher",
+    "student feature clusters": "student",
+}
+#: What a slice explains, as the page names it.
+SLICE_TARGET_TITLES = {
+    "disagreement": "disagreement with the teacher",
+    "student_error": "student error",
+    "kl": "KL(teacher ‖ student)",
+}
+
+
+def slice_metadata(ws: Workspace, run_id: str, split: str = "test") -> tuple[pd.DataFrame | None, dict]:
+    """(metadata frame or None, column -> (label, unit)) that rules may use for `split` of the run's dataset.
+
+    The dataset's own metadata (the generating factors of `shapes`, columns a user marked) with the
+    true class added when it is not already there; for tabular and 2-D point data without metadata,
+    the input features in their original units. None for images, signals and own pairs without
+    metadata: they get feature-space clusters instead.
+    """
+
+    def make() -> tuple[pd.DataFrame | None, dict]:
+        data = ws.dataset(run_id)
+        names = np.asarray([str(name) for name in data.class_names], dtype=object)
+        labels = ws.labels(run_id, split)
+        meta = data.metadata(split)
+        columns = dict(FACTOR_COLUMNS) if data.name == "shapes" else {}
+        if meta is None and data.input_kind in ("tabular", "points"):
+            x, _ = data.split(split)
+            mean = np.asarray(data.normalization.get("mean", [0.0]), dtype=np.float64)
+            std = np.asarray(data.normalization.get("std", [1.0]), dtype=np.float64)
+            raw = x.numpy().astype(np.float64) * std + mean
+            meta = pd.DataFrame({f"x{j + 1}": raw[:, j] for j in range(raw.shape[1])})
+        if meta is None:
+            return None, {}
+        meta = meta.reset_index(drop=True).copy()
+        if "shape" not in meta.columns or data.name != "shapes":
+            meta.insert(0, "class", pd.Categorical(names[labels], categories=list(names)))
+            columns["class"] = ("class", "")
+        return meta, columns
+
+    return ws.cached(("slice_metadata", run_id, split), make)
+
+
+def slice_sources(ws: Workspace, teacher_id: str, split: str = "test") -> list[str]:
+    """The names of `SLICE_SOURCES` that work for this dataset (rules need metadata), rules first."""
+    names = list(SLICE_SOURCES)
+    if slice_metadata(ws, teacher_id, split)[0] is None:
+        names.remove("metadata rules")
+    return names
+
+
+def _features(ws: Workspace, run_id: str, split: str) -> np.ndarray:
+    def make() -> np.ndarray:
+        x, _ = ws.inputs(run_id, split)
+        return _embed(ws.model(run_id), x).numpy()
+
+    return ws.cached(("slice_features", run_id, split), make)
+
+
+def _check_slice_options(target: str, source: str) -> None:
+    if target not in SLICE_TARGETS:
+        raise ValueError(f"unknown slice target {target!r}; valid: {', '.join(SLICE_TARGETS)}")
+    if source not in ("auto", *SLICE_SOURCES.values()):
+        raise ValueError(f"unknown slice source {source!r}; valid: auto, {', '.join(SLICE_SOURCES.values())}")
+
+
+def find_slices(
+    ws: Workspace,
+    teacher_id: str,
+    student_id: str,
+    *,
+    target: str = "disagreement",
+    source: str = "auto",
+    split: str = "test",
+    max_slices: int = 6,
+    n_clusters: int = 8,
+) -> SliceSet:
+    """Slices of `split` where the student's `target` (see `SLICE_TARGETS`) is well above its base rate.
+
+    `source`: ``rules`` (a shallow tree over `slice_metadata`), ``teacher`` / ``student`` (k-means
+    clusters of that model's penultimate features), or ``auto`` (rules when there is metadata, else
+    teacher clusters). Cached per run ids and options.
+    """
+    _check_slice_options(target, source)
+
+    def make() -> SliceSet:
+        _check_pair(ws, teacher_id, student_id, split)
+        targets = slice_targets(ws.probs(teacher_id, split), ws.probs(student_id, split), ws.labels(teacher_id, split))
+        meta, columns = slice_metadata(ws, teacher_id, split)
+        kind = source if source != "auto" else ("rules" if meta is not None else "teacher")
+        common = dict(
+            target_name=target,
+            teacher_correct=targets["teacher_correct"],
+            student_correct=targets["student_correct"],
+            max_slices=max_slices,
+        )
+        if kind == "rules":
+            if meta is None:
+                raise ValueError(
+                    "this dataset has no per-sample metadata to write rules over; use feature clusters instead"
+                )
+            return rule_slices(meta, targets[target], labels=columns, **common)
+        features = _features(ws, teacher_id if kind == "teacher" else student_id, split)
+        names = [str(name) for name in ws.dataset(teacher_id).class_names]
+        return cluster_slices(
+            features, targets[target], class_names=names, labels=ws.labels(teacher_id, split), metadata=meta,
+            metadata_labels=columns, n_clusters=min(n_clusters, len(features)), **common,
+        )  # fmt: skip
+
+    key = ("find_slices", teacher_id, student_id, target, source, split, max_slices, n_clusters)
+    return ws.cached(key, make)
+
+
+def slice_comparison(
+    ws: Workspace,
+    teacher_id: str,
+    student_id: str,
+    students: Mapping[str, str],
+    *,
+    target: str = "disagreement",
+    source: str = "auto",
+    split: str = "test",
+) -> pd.DataFrame:
+    """The slices found for `student_id`, measured on every student of `students` (role -> run id).
+
+    One row per (slice, role): `slice` ("all" first, then R1/C1…), `role`, `size`, `rate`,
+    `ci_low`, `ci_high`; for the student-error target the teacher's error joins as role
+    ``teacher``. Does distillation close the gap on a slice? Compare the roles' rates there.
+    """
+    _check_slice_options(target, source)
+
+    def make() -> pd.DataFrame:
+        slices = find_slices(ws, teacher_id, student_id, target=target, source=source, split=split)
+        n = len(ws.labels(teacher_id, split))
+        masks = np.vstack([np.ones((1, n), dtype=bool), slices.masks]) if len(slices.masks) else np.ones((1, n), bool)
+        names = ["all", *slices.table["slice"].tolist()]
+        roles = dict(students)
+        frames = []
+        if target == "student_error":
+            teacher_error = ~slice_targets(
+                ws.probs(teacher_id, split), ws.probs(teacher_id, split), ws.labels(teacher_id, split)
+            )["teacher_correct"]
+            frames.append(slice_rates(masks, teacher_error).assign(role="teacher"))
+        for role, run_id in roles.items():
+            _check_pair(ws, teacher_id, run_id, split)
+            values = slice_targets(ws.probs(teacher_id, split), ws.probs(run_id, split), ws.labels(teacher_id, split))
+            frames.append(slice_rates(masks, values[target]).assign(role=role))
+        frame = pd.concat(frames, ignore_index=True)
+        frame["slice"] = [names[i] for i in frame["slice"]]
+        return frame[["slice", "role", "size", "rate", "ci_low", "ci_high"]]
+
+    key = ("slice_comparison", teacher_id, student_id, tuple(sorted(students.items())), target, source, split)
+    return ws.cached(key, make)
+
+
+def slice_checkpoints(
+    ws: Workspace,
+    teacher_id: str,
+    student_id: str,
+    *,
+    target: str = "disagreement",
+    source: str = "auto",
+    split: str = "test",
+) -> pd.DataFrame:
+    """The student's rate on each slice at each of its saved checkpoints (against the final teacher).
+
+    One row per (epoch, slice) with `epoch`, `slice` ("all" and the slice names), `rate`,
+    `ci_low`, `ci_high`: when does a slice open, and does it close?
+    """
+    _check_slice_options(target, source)
+
+    def make() -> pd.DataFrame:
+        slices = find_slices(ws, teacher_id, student_id, target=target, source=source, split=split)
+        n = len(ws.labels(teacher_id, split))
+        masks = np.vstack([np.ones((1, n), dtype=bool), slices.masks]) if len(slices.masks) else np.ones((1, n), bool)
+        names = ["all", *slices.table["slice"].tolist()]
+        frames = []
+        for epoch in ws.record(student_id).checkpoints:
+            values = slice_targets(
+                ws.probs(teacher_id, split), ws.probs(student_id, split, epoch), ws.labels(teacher_id, split)
+            )
+            frames.append(slice_rates(masks, values[target]).assign(epoch=int(epoch)))
+        frame = pd.concat(frames, ignore_index=True)
+        frame["slice"] = [names[i] for i in frame["slice"]]
+        return frame[["epoch", "slice", "size", "rate", "ci_low", "ci_high"]]
+
+    return ws.cached(("slice_checkpoints", teacher_id, student_id, target, source, split), make)
+
+
+def slice_table_view(slices: SliceSet) -> pd.DataFrame:
+    """The ranked slice table as the page shows it, columns renamed for people."""
+    rate = SLICE_TARGET_TITLES.get(slices.target, slices.target)
+    columns = {
+        "slice": "slice",
+        "rule": "where" if slices.source == "rules" else "cluster",
+        "size": "samples",
+        "rate": rate,
+        "ci_low": "95% CI low",
+        "ci_high": "95% CI high",
+        "lift": "× base rate",
+        "teacher_accuracy": "teacher accuracy",
+        "student_accuracy": "student accuracy",
+    }
+    view = slices.table[list(columns)].rename(columns=columns)
+    if "examples" in slices.table:
+        view["nearest samples"] = [", ".join(f"#{i}" for i in ex) for ex in slices.table["examples"]]
+    return view

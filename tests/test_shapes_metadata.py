@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from kdviz.data.shapes import (
+    CUE_COLOURS,
     FACTOR_COLUMNS,
     NO_CUE,
     SHAPE_NAMES,
+    cue_corner,
     load_shapes,
     paint_scenes,
     render_shapes,
@@ -76,3 +78,31 @@ def test_a_replayed_scene_paints_exactly_the_original_image(index: int) -> None:
     again = paint_scenes(labels[index : index + 1], cues[index : index + 1], scene, field)
     assert np.array_equal(again.images[0], rendered.images[index])
     assert np.array_equal(again.foreground_masks[0], rendered.foreground_masks[index])
+
+
+def test_a_counterfactual_without_changes_is_the_dataset_image_and_edits_move_one_factor() -> None:
+    from kdviz.data.shapes import render_counterfactual
+
+    spec = {"name": "shapes", "n_train": 16, "n_val": 16, "n_test": 48, "spurious": 0.5, "seed": 1}
+    ds = load_shapes(**{k: v for k, v in spec.items() if k != "name"})
+    mean = np.array(ds.normalization["mean"], dtype=np.float32)[:, None, None]
+    std = np.array(ds.normalization["std"], dtype=np.float32)[:, None, None]
+    for split in ("train", "test", "test_iid"):
+        x = ds.split(split)[0].numpy()
+        for index in (0, 11):
+            same = render_counterfactual(spec, split, index)
+            assert np.array_equal((same.images[0] - mean) / std, x[index])
+    meta = ds.metadata("test")
+    bigger = render_counterfactual(spec, "test", 3, size=10.5)
+    smaller = render_counterfactual(spec, "test", 3, size=6.5)
+    assert smaller.foreground_masks.sum() < meta["area"][3] or meta["size"][3] <= 6.5
+    assert bigger.foreground_masks.sum() > smaller.foreground_masks.sum()
+    plain = render_counterfactual(spec, "test", 3, clutter=0.0, noise=0.0, cue=-1)
+    outside = ~plain.foreground_masks[0]
+    assert plain.images[0][:, outside].std(axis=1).max() < 1e-5  # one flat base colour around the shape
+    cued = render_counterfactual(spec, "test", 3, cue=2, noise=0.0)
+    rows, cols = cue_corner(2)
+    visible = ~cued.foreground_masks[0][rows, cols]
+    assert np.allclose(cued.images[0][:, rows, cols][:, visible], CUE_COLOURS[2][:, None])
+    with pytest.raises(ValueError, match="unknown factor"):
+        render_counterfactual(spec, "test", 3, colour=1)

@@ -34,6 +34,7 @@ from kdviz.analysis.concepts import (
     quantify_concepts,
     weight_path_length,
 )
+from kdviz.analysis.counterfactual import factor_sweep, normalise_images
 from kdviz.analysis.divergence import DIVERGENCE_CATEGORIES, rank_divergence
 from kdviz.analysis.explain import DecisionGrid, DivergenceExplanation, explain_divergence
 from kdviz.analysis.fidelity import agreement, agreement_per_class, kl_divergence, kl_per_class, kl_per_sample

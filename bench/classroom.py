@@ -1,12 +1,19 @@
-"""A classroom on one server, measured: N browser sessions open the same pages at the same time.
+"""A classroom on one server, measured: N sessions open pages at the same moment.
 
-Starts `streamlit run app.py` on a loopback port with a fresh run store (sample models installed on
-the first visit), then N Chromium contexts (Debian's /usr/bin/chromium) each open the given pages
-one after another, all sessions at once. Prints per page the median and worst time to the first
-chart, and the server's resident memory before and after.
+Two modes, both against `streamlit run app.py` on a loopback port with a fresh run store:
 
-    python bench/classroom.py                    # 10 sessions, Home → Dark knowledge → Calibration → Divergence
-    python bench/classroom.py --sessions 20 --pages calibration,attributions
+- ``protocol`` (default): each session speaks Streamlit's own websocket protocol, as a browser does
+  (BackMsg ``rerun_script`` for a page over ``/_stcore/stream``, ForwardMsgs until
+  ``script_finished``) — no browsers, so the numbers are the server's alone. Each session's time
+  runs from its request to its script's finish; exceptions shown by a page count as errors.
+- ``browser``: N Chromium contexts (Debian's /usr/bin/chromium) open the pages one after another,
+  all at once; the browsers share this machine's cores with the server.
+
+Prints per page p50 / p95 / max seconds, errors, the server's CPU seconds per view and its memory.
+
+    python bench/classroom.py --sessions 1,10,30                       # every page, same page for all sessions
+    python bench/classroom.py --sessions 30 --mix                      # 30 sessions spread over the 8 pages
+    python bench/classroom.py --mode browser --sessions 10 --pages ,calibration
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.async_api import async_playwright
-
 from kdviz.serve import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 CONTENT = ".js-plotly-plot, [data-testid='stDataFrame'], [data-testid='stMetric']"
 FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+ALL_PAGES = [
+    "", "dark_knowledge", "calibration", "representations", "attributions", "divergence", "explanation", "runs"
+]  # fmt: skip
 
 
 def server_proc(port: int) -> Path | None:
@@ -48,7 +56,103 @@ def server_usage(proc: Path | None) -> tuple[float, float] | None:
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def session(browser, url: str, pages: list[str], timings: dict[str, list[float]]) -> None:
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+# -- protocol mode -------------------------------------------------------------------------------------
+
+
+async def protocol_view(url: str, page: str, timeout: float = 600.0) -> tuple[float, list[str]]:
+    """Open `page` in a new session over the websocket; (seconds to the script's finish, error texts shown)."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.asyncio.client import connect
+
+    errors: list[str] = []
+    started = time.perf_counter()
+    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
+    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
+        request = BackMsg()
+        request.rerun_script.query_string = ""
+        request.rerun_script.page_name = page
+        request.rerun_script.page_script_hash = ""
+        await socket.send(request.SerializeToString())
+        async with asyncio.timeout(timeout):
+            async for frame in socket:
+                if not isinstance(frame, bytes):
+                    continue
+                msg = ForwardMsg()
+                msg.ParseFromString(frame)
+                kind = msg.WhichOneof("type")
+                if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                    element = msg.delta.new_element
+                    if element.WhichOneof("type") == "exception":
+                        errors.append(f"exception: {element.exception.message}")
+                    elif element.WhichOneof("type") == "alert" and element.alert.format == 1:  # ERROR
+                        errors.append(element.alert.body)
+                elif kind == "page_not_found":
+                    errors.append(f"page not found: {page!r}")
+                elif kind == "script_finished" and msg.script_finished in (
+                    ForwardMsg.FINISHED_SUCCESSFULLY,
+                    ForwardMsg.FINISHED_WITH_COMPILE_ERROR,
+                ):
+                    if msg.script_finished != ForwardMsg.FINISHED_SUCCESSFULLY:
+                        errors.append("compile error")
+                    return time.perf_counter() - started, errors
+    errors.append("the session closed before the page finished")
+    return time.perf_counter() - started, errors
+
+
+async def protocol_burst(url: str, pages: list[str]) -> list[tuple[str, float, list[str]]]:
+    """One session per entry of `pages`, all started at once."""
+    results = await asyncio.gather(*(protocol_view(url, page) for page in pages))
+    return [(page, seconds, errors) for page, (seconds, errors) in zip(pages, results)]
+
+
+def report(title: str, results: list[tuple[str, float, list[str]]], cpu: float, rss: float | None) -> None:
+    by_page: dict[str, list[float]] = {}
+    for page, seconds, _ in results:
+        by_page.setdefault(page or "home", []).append(seconds)
+    errors = [f"{page or 'home'}: {e}" for page, _, errs in results for e in errs]
+    print(f"\n{title}: {len(results)} views, {len(errors)} errors, server {cpu:.1f} CPU s "
+          f"({cpu / len(results):.2f} s per view)" + (f", RSS {rss:.0f} MiB" if rss else ""))  # fmt: skip
+    print(f"  {'page':16s} {'n':>3s} {'p50':>7s} {'p95':>7s} {'max':>7s}")
+    for page, values in by_page.items():
+        print(f"  {page:16s} {len(values):3d} {statistics.median(values):7.2f} {percentile(values, 0.95):7.2f} "
+              f"{max(values):7.2f}")  # fmt: skip
+    for error in errors[:5]:
+        print("  error:", error[:200])
+
+
+def run_protocol(args: argparse.Namespace) -> None:
+    pages = [p.strip() for p in args.pages.split(",")] if args.pages is not None else ALL_PAGES
+    with tempfile.TemporaryDirectory() as home, serve_app(home) as url:
+        proc = server_proc(int(url.rsplit(":", 1)[1]))
+        started = time.perf_counter()
+        asyncio.run(protocol_burst(url, [""]))  # the first visit installs the samples
+        print(f"cold start: first view {time.perf_counter() - started:.1f} s")
+        for page in pages:  # one warm-up view per page fills the shared caches, as a teacher's preview would
+            asyncio.run(protocol_burst(url, [page]))
+        for n in [int(s) for s in args.sessions.split(",")]:
+            if args.mix:
+                before = server_usage(proc)
+                results = asyncio.run(protocol_burst(url, [pages[i % len(pages)] for i in range(n)]))
+                after = server_usage(proc)
+                report(f"{n} sessions over {len(pages)} pages at once", results, after[1] - before[1], after[0])
+                continue
+            for page in pages:
+                before = server_usage(proc)
+                results = asyncio.run(protocol_burst(url, [page] * n))
+                after = server_usage(proc)
+                report(f"{n} sessions open {page or 'home'} at once", results, after[1] - before[1], after[0])
+
+
+# -- browser mode --------------------------------------------------------------------------------------
+
+
+async def browser_session(browser, url: str, pages: list[str], timings: dict[str, list[float]]) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     for name in pages:
@@ -60,42 +164,47 @@ async def session(browser, url: str, pages: list[str], timings: dict[str, list[f
     await context.close()
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    pages = [p.strip() for p in args.pages.split(",")]
+async def run_browser_async(args: argparse.Namespace) -> None:
+    from playwright.async_api import async_playwright
+
+    pages = [p.strip() for p in (args.pages if args.pages is not None else ",dark_knowledge,calibration").split(",")]
+    sessions = int(args.sessions.split(",")[-1])
     with tempfile.TemporaryDirectory() as home, serve_app(home) as url:
         port = int(url.rsplit(":", 1)[1])
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             warm: dict[str, list[float]] = {name: [] for name in pages}
-            await session(browser, url, pages, warm)  # one visit first: installs the samples, fills the caches
+            await browser_session(browser, url, pages, warm)  # one visit first: installs the samples
             proc = server_proc(port)
             before = server_usage(proc)
             timings: dict[str, list[float]] = {name: [] for name in pages}
             started = time.perf_counter()
-            await asyncio.gather(*(session(browser, url, pages, timings) for _ in range(args.sessions)))
+            await asyncio.gather(*(browser_session(browser, url, pages, timings) for _ in range(sessions)))
             wall = time.perf_counter() - started
             after = server_usage(proc)
             await browser.close()
-    print(f"{args.sessions} sessions at once, each opening {', '.join(pages)}; all done in {wall:.1f} s")
+    print(f"{sessions} browser sessions at once, each opening {', '.join(pages)}; all done in {wall:.1f} s")
     print(f"{'page':16s} {'warm-up':>8s} {'median':>8s} {'worst':>8s}  (seconds to first chart)")
     for name in pages:
         values = timings[name]
         print(f"{name or 'home':16s} {warm[name][0]:8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
     if before is not None and after is not None:
-        views = args.sessions * len(pages)
+        views = sessions * len(pages)
         cpu = after[1] - before[1]
-        print(
-            f"server: {cpu:.1f} CPU s for {views} page views ({cpu / views:.2f} s each); the rest of the wall time "
-            "is the browsers, which share this machine's cores"
-        )
-        print(f"server memory (RSS): {before[0]:.0f} MiB after the warm-up, {after[0]:.0f} MiB after the classroom")
+        print(f"server: {cpu:.1f} CPU s for {views} page views ({cpu / views:.2f} s each); RSS {after[0]:.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--pages", default=",dark_knowledge,calibration,divergence")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--mode", choices=("protocol", "browser"), default="protocol")
+    parser.add_argument("--sessions", default="1,10,30", help="comma-separated session counts (browser: the last)")
+    parser.add_argument("--pages", default=None, help="comma-separated page paths ('' is Home); default: all eight")
+    parser.add_argument("--mix", action="store_true", help="spread the sessions over the pages instead of one page")
+    args = parser.parse_args()
+    if args.mode == "browser":
+        asyncio.run(run_browser_async(args))
+    else:
+        run_protocol(args)
 
 
 if __name__ == "__main__":

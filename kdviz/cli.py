@@ -527,11 +527,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     """Build the user's two models from their factories and weights, save the pair, open the app on it."""
     import json
     import os
+    from pathlib import Path
 
     from kdviz.external import Pair, show
     from kdviz.external.files import load_pair_data, load_weights
     from kdviz.models.external import ALLOW_ENV, load_factory
 
+    if args.home:  # the pair, its data and the server all use this store
+        os.environ["KDVIZ_HOME"] = str(Path(args.home).expanduser().resolve())
     modules = [path.partition(":")[0] for path in (args.teacher, args.student)]
     # whoever runs `kdviz inspect` names these factories: that is the permission to import them
     allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + modules

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
 from kdviz.distill.losses import multi_exit as multi_exit_losses
-from kdviz.distill.methods.multi_exit import branch_accuracy, exit_tradeoff
+from kdviz.distill.methods.multi_exit import BranchDiscriminator, OneGate, branch_accuracy, exit_tradeoff
+from kdviz.distill.registry import Batch
 from kdviz.models import FeatureTap, build_model, resolve_spec
 from kdviz.models.multiexit import MultiBranchNet, MultiExitNet
 
@@ -274,6 +275,132 @@ def test_identical_branches_have_zero_kd_terms(values, branches, temperature):
     assert all(abs(terms[f"kd_branch{k}"].item()) < 1e-5 for k in range(1, branches + 1))
 
 
+def test_one_gate_is_fc_bn_relu_softmax_hand_computation():
+    # Official ONE gate: avgpool(trunk) -> FC -> BN -> ReLU -> softmax. Two samples, K = 3 branches,
+    # FC rows [1, 0], [0, 1], [-1, 0] (no bias), BN in training mode (batch statistics, γ = 1, β = 0).
+    #   pooled: sample 1 [1, 3], sample 2 [3, 1] (2×2 maps of constants)
+    #   FC:     [1, 3, -1] and [3, 1, -3]; BN per column: ±1 (mean 2 / 2 / -2, biased var 1)
+    #           -> [-1, 1, 1] and [1, -1, -1] (times 1/√(1 + 1e-5))
+    #   ReLU:   [0, 1, 1] and [1, 0, 0]
+    #   softmax: [1, e, e]/(1 + 2e) = [0.155362, 0.422319, 0.422319]; [e, 1, 1]/(e + 2) = [0.576117, 0.211942, 0.211942]
+    gate = OneGate(2, 3)
+    with torch.no_grad():
+        gate.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        gate.fc.bias.zero_()
+    trunk = torch.tensor([[1.0, 3.0], [3.0, 1.0]])[:, :, None, None].expand(2, 2, 2, 2)
+    expected = torch.tensor([[0.155362, 0.422319, 0.422319], [0.576117, 0.211942, 0.211942]])
+    torch.testing.assert_close(gate(trunk), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gate(trunk.mean(dim=(2, 3))), expected, atol=1e-5, rtol=0)  # MLP trunks: vectors
+    # Without BN + ReLU (kdviz's earlier gate) sample 1 would be softmax([1, 3, -1]) = [0.117, 0.867, 0.016].
+    assert isinstance(gate.bn, torch.nn.BatchNorm1d)
+
+
+def test_multi_branch_setup_builds_the_gate_and_the_optional_discriminator():
+    model = build_model("cnn-s-branches", fake_data())
+    method = get_method("multi_branch")
+    method.setup(fake_ctx(model))
+    assert isinstance(method.gate, OneGate) and method.gate.fc.in_features == model.trunk_channels
+    assert method.gate.fc.out_features == 3 and method.discriminator is None
+    assert method.extra_modules() == [method.gate]
+    adversarial = get_method("multi_branch", {"adversarial": 1, "gated": 0})
+    adversarial.setup(fake_ctx(model))
+    assert adversarial.gate is None and isinstance(adversarial.discriminator, BranchDiscriminator)
+    assert adversarial.discriminator[0].in_features == model.head.in_features
+    assert adversarial.extra_modules() == [adversarial.discriminator]
+
+
+def test_rampup_weight_hand_computation():
+    # Official sigmoid_rampup(c, L) = exp(-5 (1 - clip(c, 0, L)/L)²); 80-epoch ramp of the official scripts.
+    assert multi_exit_losses.sigmoid_rampup(0, 80) == pytest.approx(math.exp(-5))  # 0.006738
+    assert multi_exit_losses.sigmoid_rampup(40, 80) == pytest.approx(0.286505, abs=1e-6)  # exp(-1.25)
+    assert multi_exit_losses.sigmoid_rampup(80, 80) == multi_exit_losses.sigmoid_rampup(120, 80) == 1.0
+    assert multi_exit_losses.sigmoid_rampup(-3, 80) == pytest.approx(math.exp(-5))
+    assert multi_exit_losses.sigmoid_rampup(0, 0) == 1.0
+    # kdviz: epoch e (1-based) of E with fraction f -> sigmoid_rampup(e - 1, f·E). E = 10, f = 0.3 (R = 3):
+    #   e=1: exp(-5) = 0.006738; e=2: exp(-5·(2/3)²) = 0.108368; e=3: exp(-5·(1/3)²) = 0.573753; e≥4: 1
+    weights = [multi_exit_losses.rampup_weight(e, 10, 0.3) for e in (1, 2, 3, 4, 10)]
+    assert weights == pytest.approx([0.006738, 0.108368, 0.573753, 1.0, 1.0], abs=1e-6)
+    # The default f = 80/300 reproduces the official schedule: epoch 41 of 300 is the official epoch 40.
+    default = get_method("multi_branch").hparams["rampup"]
+    assert default == 80 / 300
+    assert multi_exit_losses.rampup_weight(41, 300, default) == pytest.approx(0.286505, abs=1e-6)
+    assert multi_exit_losses.rampup_weight(81, 300, default) == 1.0
+    # Short kdviz runs: 2 epochs -> R = 0.53; epoch 1 nearly off, epoch 2 at full weight.
+    assert multi_exit_losses.rampup_weight(1, 2, default) == pytest.approx(math.exp(-5))
+    assert multi_exit_losses.rampup_weight(2, 2, default) == 1.0
+    assert multi_exit_losses.rampup_weight(1, 2, 0.0) == 1.0
+    with pytest.raises(ValueError, match=r"ramp-up fraction must be in \[0, 1\], got 1.5"):
+        multi_exit_losses.rampup_weight(1, 10, 1.5)
+    with pytest.raises(ValueError, match="need 1 ≤ epoch"):
+        multi_exit_losses.rampup_weight(0, 10, 0.3)
+
+
+def test_multi_branch_kd_terms_scale_with_the_rampup():
+    # The hand-computed terms above, with r = 0.25: only the KD terms change.
+    branches = [torch.tensor([[0.0, LN3]]), torch.zeros(1, 2)]
+    terms = multi_exit_losses.multi_branch(branches, torch.tensor([0]), 1.0, 1.0, rampup=0.25)
+    assert terms["kd_branch1"].item() == pytest.approx(0.25 * 0.032996, abs=1e-6)
+    assert terms["kd_branch2"].item() == pytest.approx(0.25 * 0.036341, abs=1e-6)
+    assert terms["ce_ensemble"].item() == pytest.approx(1.005053, abs=1e-6)
+
+
+def test_multi_branch_method_applies_the_epoch_rampup_to_kd_and_adversarial_terms():
+    model = build_model("mlp-64x2-branches", fake_data((6,)), seed=0)
+    method = get_method("multi_branch", {"adversarial": 1, "adversarial_weight": 0.5})
+    ctx = fake_ctx(model, epochs=2, dataset=SimpleNamespace(x_train=torch.zeros(4, 6), num_classes=5, name="f"))
+    method.setup(ctx)
+    batch = Batch(x=inputs((6,), n=8), y=torch.arange(8) % 5, index=torch.arange(8), epoch=1)
+    logits = method.forward(ctx, batch)
+    first = method.loss_terms(ctx, batch, logits)
+    batch.epoch = 2
+    second = method.loss_terms(ctx, batch, logits)
+    assert list(second) == [
+        *(f"ce_branch{k}" for k in (1, 2, 3)),
+        "ce_ensemble",
+        *(f"kd_branch{k}" for k in (1, 2, 3)),
+        *(f"adv_branch{k}" for k in (1, 2, 3)),
+        "disc",
+    ]
+    for name in ("kd_branch1", "kd_branch3", "adv_branch2"):  # epoch 1 of 2: r = exp(-5); epoch 2: r = 1
+        assert first[name].item() == pytest.approx(math.exp(-5) * second[name].item(), rel=1e-5), name
+    for name in ("ce_branch1", "ce_ensemble", "disc"):  # not ramped
+        assert first[name].item() == pytest.approx(second[name].item(), rel=1e-6), name
+
+
+def test_adversarial_terms_hand_computation():
+    # D(f) = f[:, 0] (Linear [1, 0], bias 0). Ensemble ("real") features [ln 3, 1]: D = ln 3;
+    # branch 1 [0, 5]: D = 0; branch 2 [ln 3, 0]: D = ln 3. BCE(s, 1) = softplus(-s), BCE(s, 0) = softplus(s).
+    #   disc       = ½·[softplus(-ln 3) + ½·(softplus(0) + softplus(ln 3))]
+    #              = ½·[ln(4/3) + ½·(ln 2 + ln 4)] = ½·[0.287682 + 1.039721] = 0.663701
+    #   adv_branch1 = 0.5·softplus(0)     = 0.5·ln 2     = 0.346574
+    #   adv_branch2 = 0.5·softplus(-ln 3) = 0.5·ln(4/3)  = 0.143841
+    disc = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        disc.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        disc.bias.zero_()
+    f1 = torch.tensor([[0.0, 5.0]], requires_grad=True)
+    f2 = torch.tensor([[LN3, 0.0]], requires_grad=True)
+    real = torch.tensor([[LN3, 1.0]], requires_grad=True)
+    terms = multi_exit_losses.adversarial_branches([f1, f2], real, disc, 0.5)
+    assert list(terms) == ["adv_branch1", "adv_branch2", "disc"]
+    assert terms["disc"].item() == pytest.approx(0.663701, abs=1e-6)
+    assert terms["adv_branch1"].item() == pytest.approx(0.5 * LN2, abs=1e-6)
+    assert terms["adv_branch2"].item() == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+    # The branches' terms train the branches only: d/df1 of 0.5·softplus(-f1[0]) = -0.5·σ(0) = -0.25.
+    (terms["adv_branch1"] + terms["adv_branch2"]).backward()
+    assert disc.weight.grad is None and disc.bias.grad is None
+    torch.testing.assert_close(f1.grad, torch.tensor([[-0.25, 0.0]]))
+    torch.testing.assert_close(f2.grad, torch.tensor([[-0.5 * 0.25, 0.0]]))  # -0.5·σ(-ln 3) = -0.5·0.25
+    # The discriminator's term trains the discriminator only:
+    #   d disc/d bias = ½·[(σ(ln 3) - 1) + ½·(σ(0) + σ(ln 3))] = ½·[-0.25 + ½·(0.5 + 0.75)] = 0.1875
+    f1.grad = f2.grad = None
+    terms["disc"].backward()
+    assert f1.grad is None and f2.grad is None and real.grad is None
+    assert disc.bias.grad.item() == pytest.approx(0.1875, abs=1e-6)
+    with pytest.raises(ValueError, match="adversarial term must be non-negative"):
+        multi_exit_losses.adversarial_branches([f1], real, disc, -1.0)
+
+
 def test_top2_margin_ambiguity_and_schedule():
     probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
     torch.testing.assert_close(multi_exit_losses.top2_margin(probs), torch.tensor([0.2, 0.85]))
@@ -355,9 +482,13 @@ def test_plain_students_get_a_clear_error_naming_the_models_that_work():
             get_method("self_kd_ambiguity").setup(fake_ctx(tiny))
 
 
-def test_gated_must_be_a_switch():
-    with pytest.raises(MethodError, match="'gated' of method 'multi_branch' must be 0 or 1, got 0.5"):
+def test_gated_and_adversarial_must_be_switches():
+    with pytest.raises(
+        MethodError, match=r"'gated' of method 'multi_branch' must be 0 \(mean\) or 1 \(gate\), got 0.5"
+    ):
         get_method("multi_branch", {"gated": 0.5}).setup(fake_ctx(build_model("cnn-s-branches", fake_data())))
+    with pytest.raises(MethodError, match=r"'adversarial' of method 'multi_branch' must be 0 \(off\) or 1 \(on\)"):
+        get_method("multi_branch", {"adversarial": 0.5})
 
 
 def test_loss_terms_before_forward_is_a_clear_error():
@@ -371,8 +502,13 @@ def test_registered_with_cards():
         cls = method_class(name)
         assert cls.card.family == "self-distillation" and not cls.needs_teacher
     assert "ICCV 2019" in method_class("byot").card.paper
-    assert "adversarial discriminator is NOT included" in method_class("multi_branch").card.claim
-    assert "branch 1 alone" in method_class("multi_branch").card.claim
+    one = method_class("multi_branch").card
+    assert "On-the-Fly Native Ensemble, NeurIPS 2018" in one.paper and "Lan" in one.paper
+    assert "Ghorbani" in one.paper and "Multi-Branched Adversarial Knowledge Transfer" in one.paper
+    assert "arXiv:2010.04516" in one.paper
+    assert "branch 1 alone" in one.claim and "Lan1991Xu/ONE_NeurIPS2018" in one.claim
+    for deviation in ("1e-7", "not stored with the model", "simultaneous", "Only its abstract"):
+        assert deviation in one.claim, deviation
     assert "arXiv:2406.09719" in method_class("self_kd_ambiguity").card.paper
 
 
@@ -439,6 +575,18 @@ def test_exit_tradeoff_of_a_trained_byot_student(digits):
     assert table["accuracy"].iloc[-1] > 0.5
     with pytest.raises(ValueError, match="exit_tradeoff needs a multi-exit model .*got cnn-s"):
         exit_tradeoff(build_model("cnn-s", digits), digits)
+
+
+def test_multi_branch_trains_with_the_adversarial_option(digits):
+    _, history, _ = run(digits, "mlp-64x2-branches", "multi_branch", {"adversarial": 1})
+    names = [*TERMS["multi_branch"], *(f"adv_branch{k}" for k in (1, 2, 3)), "disc"]
+    last = history[-1]
+    assert [key.removeprefix("loss/") for key in last if key.startswith("loss/")] == names
+    assert last["loss"] == pytest.approx(sum(last[f"loss/{term}"] for term in names), rel=1e-6)
+    assert all(math.isfinite(last[f"loss/{term}"]) for term in names)
+    assert 0.0 < last["loss/disc"] < 2.0 and last["test_accuracy"] > 0.5
+    # Epoch 1 of 2 runs at r = exp(-5), epoch 2 at r = 1: the ramped terms are far smaller in epoch 1.
+    assert history[0]["loss/kd_branch2"] < 0.1 * history[1]["loss/kd_branch2"]
 
 
 def test_branch_accuracy_lists_each_branch_and_the_ensemble(digits):

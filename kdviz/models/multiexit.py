@@ -208,7 +208,8 @@ class MultiBranchNet(_TrunkModel):
 
     Branch 1 is the model's own last stage + head, so `forward(x)` (and every analysis tool, FLOPs
     included) is branch 1 alone; branches 2..K are training-time peers. `forward_branches(x)`
-    returns all K logits; `branch_outputs(x)` also returns the shared trunk's output (the gate's input).
+    returns all K logits; `branch_outputs(x)` also returns the shared trunk's output (the gate's input),
+    `branch_outputs_with_features(x)` also every branch's penultimate features (a discriminator's input).
     """
 
     def __init__(self, base: KDModel, input_shape: tuple[int, ...], branches: int) -> None:
@@ -230,16 +231,24 @@ class MultiBranchNet(_TrunkModel):
     def num_branches(self) -> int:
         return len(self.branches) + 1
 
-    def branch_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(logits of every branch, branch 1 first; the shared trunk's output) from one trunk pass."""
+    def branch_outputs_with_features(
+        self, x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """(logits of every branch; each branch's penultimate features, the input of its head; the
+        shared trunk's output), branch 1 first, from one trunk pass."""
         trunk = x
         for name in self._trunk_children:
             trunk = getattr(self.body, name)(trunk)
         own = trunk
         for name in self._branch_children:
             own = getattr(self.body, name)(own)
-        logits = [self.head(own)]
-        logits += [head(branch(trunk)) for branch, head in zip(self.branches, self.branch_heads)]
+        features = [own] + [branch(trunk) for branch in self.branches]
+        logits = [self.head(own)] + [head(f) for head, f in zip(self.branch_heads, features[1:])]
+        return logits, features, trunk
+
+    def branch_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(logits of every branch, branch 1 first; the shared trunk's output) from one trunk pass."""
+        logits, _, trunk = self.branch_outputs_with_features(x)
         return logits, trunk
 
     def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Losses of multi-exit and multi-head self-distillation as pure functions: BYOT, ONE, lower-layer ambiguity KD."""
+"""Losses of multi-exit and multi-head self-distillation as pure functions: BYOT, ONE (and its adversarial
+option), lower-layer ambiguity KD."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from kdviz.distill.losses.feature import feature_l2
 from kdviz.distill.losses.response import check_alpha, check_temperature, cross_entropy, kd_kl
@@ -76,7 +79,11 @@ def byot(
 
 
 def ensemble_logits(branch_logits: Sequence[torch.Tensor], gate_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The branches' ensemble in logit space: Σ_k g_k·z_k, with g the N×K gate weights (None: g_k = 1/K)."""
+    """The branches' ensemble: Σ_k g_k·z_k, with g the N×K gate weights (None: g_k = 1/K).
+
+    Works on any N×D per-branch tensors: logits (ONE's teacher) or penultimate features (the
+    ensemble's features, the "real" side of the adversarial option).
+    """
     stacked = torch.stack(list(branch_logits), dim=1)  # N×K×C
     if gate_weights is None:
         return stacked.mean(dim=1)
@@ -88,20 +95,46 @@ def ensemble_logits(branch_logits: Sequence[torch.Tensor], gate_weights: torch.T
     return (gate_weights.unsqueeze(-1) * stacked).sum(dim=1)
 
 
+def sigmoid_rampup(current: float, length: float) -> float:
+    """The consistency ramp-up of ONE's official code (from Laine & Aila's temporal ensembling):
+    exp(−5·(1 − c/L)²) with c clipped to [0, L]; 1 when L = 0."""
+    if length < 0:
+        raise ValueError(f"the ramp-up length must be non-negative, got {length}")
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def rampup_weight(epoch: int, epochs: int, rampup_fraction: float) -> float:
+    """ONE's consistency weight in epoch `epoch` (1-based) of `epochs`: `sigmoid_rampup(epoch − 1, f·epochs)`.
+
+    The official code evaluates it once per epoch at the 0-based epoch index with a ramp of 80
+    epochs (of 300): f = 80/300 reproduces it, e.g. epoch 41 of 300 → sigmoid_rampup(40, 80).
+    """
+    if epochs < 1 or epoch < 1:
+        raise ValueError(f"need 1 ≤ epoch and epochs ≥ 1, got epoch {epoch} of {epochs}")
+    if not 0.0 <= rampup_fraction <= 1.0:
+        raise ValueError(f"the ramp-up fraction must be in [0, 1], got {rampup_fraction}")
+    return sigmoid_rampup(float(epoch - 1), rampup_fraction * epochs)
+
+
 def multi_branch(
     branch_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
     temperature: float,
     kd_weight: float,
     gate_weights: torch.Tensor | None = None,
+    rampup: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """ONE (on-the-fly native ensemble): each branch learns the labels and the ensemble of all branches.
 
     z_e = `ensemble_logits`; ``ce_branch{k}`` = CE(y, z_k); ``ce_ensemble`` = CE(y, z_e) (trains the
-    gate); ``kd_branch{k}`` = w·T²·KL(p_e^T ‖ p_k^T) with z_e detached (the ensemble teaches, it is not
-    pulled towards its branches).
+    gate); ``kd_branch{k}`` = r·w·T²·KL(p_e^T ‖ p_k^T) with z_e detached (the ensemble teaches, it is
+    not pulled towards its branches) and r the ramp-up weight of the epoch (`rampup_weight`).
     """
     _check_weight("of the KD term", kd_weight)
+    _check_weight("r of the ramp-up", rampup)
     if len(branch_logits) < 2:
         raise ValueError(f"multi_branch needs at least 2 branches, got {len(branch_logits)}")
     ensemble = ensemble_logits(branch_logits, gate_weights)
@@ -110,7 +143,41 @@ def multi_branch(
         terms[f"ce_branch{number}"] = cross_entropy(logits, labels)
     terms["ce_ensemble"] = cross_entropy(ensemble, labels)
     for number, logits in enumerate(branch_logits, start=1):
-        terms[f"kd_branch{number}"] = kd_weight * kd_kl(logits, ensemble.detach(), temperature)
+        terms[f"kd_branch{number}"] = rampup * kd_weight * kd_kl(logits, ensemble.detach(), temperature)
+    return terms
+
+
+def adversarial_branches(
+    branch_features: Sequence[torch.Tensor],
+    ensemble_features: torch.Tensor,
+    discriminator: nn.Module,
+    weight: float,
+) -> dict[str, torch.Tensor]:
+    """The adversarial option of multi_branch: a discriminator D (logit output, N×1) learns to tell the
+    ensemble's features ("real") from each branch's ("fake"); the branches learn to fool it.
+
+    ``adv_branch{k}`` = weight·mean BCE(D(f_k), 1) = weight·mean softplus(−D(f_k)) (the non-saturating
+    generator loss), through a copy of D with detached parameters, so it trains the branches (and the
+    trunk) and never D. ``disc`` = ½·[mean BCE(D(f_e), 1) + (1/K)·Σ_k mean BCE(D(f_k), 0)] on detached
+    features, so it trains D and nothing else. One optimizer step on the sum updates both players at
+    once (simultaneous, not alternating, updates).
+    """
+    _check_weight("of the adversarial term", weight)
+    if not branch_features:
+        raise ValueError("adversarial_branches needs at least one branch's features")
+
+    def bce(scores: torch.Tensor, target: float) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(scores, torch.full_like(scores, target))
+
+    real = bce(discriminator(ensemble_features.detach()), 1.0)
+    fake = torch.stack([bce(discriminator(features.detach()), 0.0) for features in branch_features]).mean()
+    frozen = {name: value.detach() for name, value in discriminator.named_parameters()}
+    frozen.update(dict(discriminator.named_buffers()))
+    terms = {
+        f"adv_branch{number}": weight * bce(functional_call(discriminator, frozen, (features,)), 1.0)
+        for number, features in enumerate(branch_features, start=1)
+    }
+    terms["disc"] = 0.5 * (real + fake)
     return terms
 
 

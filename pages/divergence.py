@@ -157,29 +157,6 @@ with slices_box:
             )
             if chosen_slice != "all":
                 slice_members = set(slices.members(chosen_slice).tolist())
-            with guard("compare the slices across students"):
-                comparison = dv.slice_comparison(
-                    ws, teacher_id, student_id, {role: selection.roles[role] for role in students},
-                    target=slice_target, source=dv.SLICE_SOURCES[source_name],
-                )  # fmt: skip
-                chart(
-                    slice_bars(
-                        comparison, names={r: ROLE_TITLES.get(r, r) for r in ["teacher", *students]},
-                        descriptions=descriptions, y_title=what, percent=slice_target != "kl",
-                        title=f"{student_name}'s slices on every student: does distillation close the gap?",
-                    ),
-                    key="div_slice_bars", name="slices-across-students",
-                )  # fmt: skip
-            if st.toggle("Follow the slices across the student's checkpoints", key="div_slice_epochs"):
-                with guard("measure the slices at each checkpoint"), st.spinner("Evaluating every checkpoint…"):
-                    epochs = dv.slice_checkpoints(
-                        ws, teacher_id, student_id, target=slice_target, source=dv.SLICE_SOURCES[source_name]
-                    )
-                    chart(
-                        slice_checkpoint_lines(epochs, y_title=what, percent=slice_target != "kl"),
-                        key="div_slice_lines", name="slices-across-checkpoints",
-                    )  # fmt: skip
-
 if slice_members is not None:
     shown = shown[shown["index"].isin(slice_members)].reset_index(drop=True)
 
@@ -204,6 +181,34 @@ with scatter_box:
             # a point, and the toolbar's box/lasso tools select several.
             figure.update_layout(dragmode="zoom")
             event = chart(figure, key=f"div_scatter_{student_role}_{axes_name}", name="divergence-scatter", select=True)
+
+# Slices across students and checkpoints need every student's outputs: drawn after the scatter, so the
+# scatter is not kept waiting (re-entering the container appends below the slice table).
+if slices is not None and not slices.table.empty:
+    with slices_box:
+        with guard("compare the slices across students"):
+            comparison = dv.slice_comparison(
+                ws, teacher_id, student_id, {role: selection.roles[role] for role in students},
+                target=slice_target, source=dv.SLICE_SOURCES[source_name],
+            )  # fmt: skip
+            chart(
+                slice_bars(
+                    comparison, names={r: ROLE_TITLES.get(r, r) for r in ["teacher", *students]},
+                    descriptions=descriptions, y_title=what, percent=slice_target != "kl",
+                    title=f"{student_name}'s slices on every student: does distillation close the gap?",
+                ),
+                key="div_slice_bars", name="slices-across-students",
+            )  # fmt: skip
+        if st.toggle("Follow the slices across the student's checkpoints", key="div_slice_epochs"):
+            with guard("measure the slices at each checkpoint"), st.spinner("Evaluating every checkpoint…"):
+                epochs = dv.slice_checkpoints(
+                    ws, teacher_id, student_id, target=slice_target, source=dv.SLICE_SOURCES[source_name]
+                )
+                chart(
+                    slice_checkpoint_lines(epochs, y_title=what, percent=slice_target != "kl"),
+                    key="div_slice_lines", name="slices-across-checkpoints",
+                )  # fmt: skip
+
 
 # -- which sample: a click/box in the scatter or a table row sets the sample picker; the URL keeps it
 picked = dv.selected_indices(event)

@@ -377,3 +377,18 @@ def test_every_method_trains_your_student_or_refuses_with_a_message(teacher: nn.
 
     assert set(trained) <= set(kdviz.supported_methods()) and set(NEEDS_PRESET) <= set(refused)
     assert len(trained) >= 15, trained
+
+
+def test_a_text_model_is_refused_with_a_reason() -> None:
+    class TextClassifier(nn.Module):  # the shape of a Hugging Face text model: ids -> embeddings -> logits
+        def __init__(self) -> None:
+            super().__init__()
+            self.embeddings = nn.Embedding(100, 8)
+            self.classifier = nn.Linear(8, 2)
+
+        def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.classifier(self.embeddings(input_ids).mean(1))}
+
+    ids = torch.randint(0, 100, (20, 7))
+    with pytest.raises(ExternalModelError, match="integer token ids are not supported yet"):
+        kdviz.Pair(TextClassifier(), TextClassifier(), test=(ids, torch.arange(20) % 2))

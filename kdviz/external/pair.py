@@ -42,7 +42,7 @@ from kdviz.data.cache import get_dataset
 from kdviz.data.dataset import Dataset, DatasetError
 from kdviz.device import pick_device
 from kdviz.external.data import as_split, splits_from
-from kdviz.models.external import ExternalModel, ExternalModelError
+from kdviz.models.external import ExternalModel, ExternalModelError, rejected
 
 ROLES = ("teacher", "student", "scratch")
 PerModel = Any  # one value for every model, or a {"teacher": ..., "student": ..., "scratch": ...} mapping
@@ -155,10 +155,7 @@ class Pair:
                     except ExternalModelError:
                         raise
                     except Exception as error:
-                        raise ExternalModelError(
-                            f"the {role} ({model.label}) failed on a {split} batch of shape {tuple(batch.shape)}: "
-                            f"{type(error).__name__}: {error}"
-                        ) from error
+                        raise rejected(f"the {role} ({model.label}), on the {split} split,", batch, error) from error
             self._logits[key] = torch.cat(parts)
         return self._logits[key]
 
@@ -340,10 +337,7 @@ def _check_class_counts(
             with torch.inference_mode():
                 outputs = net(example)
         except Exception as error:
-            raise ExternalModelError(
-                f"the {role} ({type(module).__name__}) rejected a batch of shape {tuple(example.shape)}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+            raise rejected(f"the {role} ({type(module).__name__})", example, error) from error
         logits = pick_logits(outputs, options[role]["output"], who=f"the {role} ({type(module).__name__})")
         if logits.dim() != 2:
             raise ExternalModelError(

@@ -113,6 +113,18 @@ def _default_logits(outputs: Any) -> torch.Tensor | None:
     return None
 
 
+def rejected(who: str, batch: torch.Tensor, error: Exception) -> ExternalModelError:
+    """The error to raise when a user's model fails on a batch: which model, which batch shape, its own words."""
+    text = str(error)
+    hint = (
+        " (it looks up embeddings: models that take integer token ids are not supported yet)"
+        if "indices" in text or "embedding" in text.lower()
+        else ""
+    )
+    shape = tuple(batch.shape)
+    return ExternalModelError(f"{who} rejected a batch of shape {shape}: {type(error).__name__}: {text}{hint}")
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
@@ -249,9 +261,7 @@ def _probe(net: nn.Module, example: torch.Tensor, output: OutputAdapter, label: 
             try:
                 outputs = net(example)
             except Exception as error:  # the model's own error, said with which model and which shape
-                raise ExternalModelError(
-                    f"{label} rejected a batch of shape {tuple(example.shape)}: {type(error).__name__}: {error}"
-                ) from error
+                raise rejected(label, example, error) from error
         probe.logits = pick_logits(outputs, output, who=label)
     finally:
         for handle in handles:

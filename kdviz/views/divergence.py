@@ -214,11 +214,22 @@ def cosine_neighbours(query: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[
         )
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"k must be in 1..{bank.shape[0]} (the number of candidates), got {k}")
-    bank_unit = torch.nn.functional.normalize(bank.double(), dim=1)
-    query_unit = torch.nn.functional.normalize(query.double(), dim=0)
-    similarity = bank_unit @ query_unit
+    similarity = _unit_rows(bank) @ _unit_rows(query[None])[0]
     order = torch.argsort(-similarity, stable=True)[:k]
     return order.numpy().astype(np.int64), similarity[order].numpy()
+
+
+def _unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to length 1 in float64 (zero rows stay zero), exact however short or long the row is.
+
+    Rows are divided by their largest entry first, so tiny vectors (1e-200) neither underflow when
+    squared nor get clamped by a fixed epsilon: the direction of a vector is what counts.
+    """
+    rows = rows.double()
+    peak = rows.abs().amax(dim=1, keepdim=True)
+    scaled = torch.where(peak > 0, rows / torch.where(peak > 0, peak, 1.0), 0.0)
+    length = scaled.norm(dim=1, keepdim=True)
+    return torch.where(length > 0, scaled / torch.where(length > 0, length, 1.0), 0.0)
 
 
 @torch.no_grad()

@@ -123,6 +123,29 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default=None)
     compare.add_argument("--json", action="store_true", help="print per-run rows and the summary as JSON")
 
+    sweep = sub.add_parser(
+        "sweep", help="train a grid of hyperparameters × seeds (plus scratch) and tabulate gain over scratch"
+    )
+    sweep.add_argument("--dataset", default="shapes")
+    sweep.add_argument("--data", action="append", default=[], metavar="NAME=VALUE", help="dataset option")
+    sweep.add_argument("--student", default=None, help="student preset(s), comma-separated: a size axis")
+    sweep.add_argument("--teacher", default=None)
+    sweep.add_argument("--method", default="kd")
+    sweep.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2", help="e.g. temperature=1,2 alpha=0.5,0.9")
+    sweep.add_argument("--seeds", type=int, default=3, help=f"how many seeds (1..{MAX_SEEDS})")
+    sweep.add_argument("--epochs", type=int, default=10)
+    sweep.add_argument("--teacher-epochs", type=int, default=None)
+    sweep.add_argument("--train-subset", type=int, default=None, metavar="N")
+    sweep.add_argument("--batch-size", type=int, default=128)
+    sweep.add_argument("--lr", type=float, default=None)
+    sweep.add_argument("--device", default=None)
+    sweep.add_argument("--backend", default="local", choices=["local", "ray"], help="where the runs train")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray; default: start one)")
+    sweep.add_argument(
+        "--route", default="auto", choices=["auto", "batched", "sequential"], help="auto: batched on CUDA"
+    )
+    sweep.add_argument("--json", action="store_true", help="print per-run rows and the table as JSON")
+
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("models", help="list the model presets")
     methods = sub.add_parser("methods", help="list the distillation methods with their cards")
@@ -376,6 +399,72 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from kdviz.data.cache import get_dataset
+    from kdviz.distill.trainer import MAX_EPOCHS
+    from kdviz.models import default_pair
+    from kdviz.sweep import make_backend, parse_grid, run_sweep
+
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {args.seeds}")
+    for name, value in (("--epochs", args.epochs), ("--teacher-epochs", args.teacher_epochs)):
+        if value is not None and not 1 <= value <= MAX_EPOCHS:
+            raise ValueError(f"{name} must be between 1 and {MAX_EPOCHS:,}, got {value:,}")
+    grid = parse_grid(args.grid, args.method)
+    dataset = get_dataset(_dataset_spec(args))
+    students = [s.strip() for s in (args.student or default_pair(dataset.input_kind)[1]).split(",") if s.strip()]
+    options: dict[str, Any] = {"train_subset": args.train_subset, "batch_size": args.batch_size}
+    if args.lr is not None:
+        options["lr"] = args.lr
+    store = _store(args)
+    backend = make_backend(args.backend, args.address)
+    result = run_sweep(
+        dataset.spec,
+        students=students,
+        method=args.method,
+        grid=grid,
+        seeds=args.seeds,
+        store=store,
+        teacher=args.teacher,
+        teacher_epochs=args.teacher_epochs,
+        epochs=args.epochs,
+        options=options,
+        backend=backend,
+        route=args.route,
+        device=args.device,
+        progress=None if args.json else (lambda line: print(f"  {line}", file=sys.stderr)),
+    )
+    for line in result.failed:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.json:
+        body = {"sweep": result.id, "teacher": result.teacher_id, "grid": result.grid}
+        body.update(runs=json.loads(result.runs.to_json(orient="records")))
+        body.update(table=json.loads(result.table.to_json(orient="records")))
+        print(json.dumps(body, indent=2))
+        return 0
+    axes = list(result.grid)
+    header = f"{'student':<10} " + " ".join(f"{a:>11}" for a in axes) + f" {'n':>3}"
+    header += "".join(f" {m:>17}" for m in ("test acc", "ECE", "agreement", "gain over scratch"))
+    print(header)
+    for row in result.table.to_dict("records"):
+        point = " ".join(f"{'scratch' if row['role'] == 'scratch' else _fmt(row[a], 3):>11}" for a in axes)
+        cells = "".join(f" {_pm(row[f'{m}_mean'], row[f'{m}_ci']):>17}" for m in ("test_accuracy", "test_ece"))
+        cells += f" {_pm(row['test_agreement_mean'], row['test_agreement_ci']):>17}"
+        cells += f" {_pm(row['gain_mean'], row['gain_ci'], signed=True):>17}"
+        print(f"{row['student']:<10} {point} {row['n']:>3}{cells}")
+    print(f"\nmean ± 95 % CI (t) over seeds; gain = test accuracy minus the same seed's scratch student (ce); "
+          f"sweep {result.id} in {store.root}")
+    return 0
+
+
+def _pm(mean: float, half: float, signed: bool = False) -> str:
+    """mean ± CI half-width ("—" without a mean; the mean alone with one seed)."""
+    if mean != mean:
+        return "—"
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{text} ± {half:.3f}" if half == half else text
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "—"
@@ -573,6 +662,7 @@ COMMANDS = {
     "experiment": _cmd_experiment,
     "train": _cmd_train,
     "compare": _cmd_compare,
+    "sweep": _cmd_sweep,
     "datasets": _cmd_datasets,
     "models": _cmd_models,
     "methods": _cmd_methods,

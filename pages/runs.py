@@ -5,8 +5,10 @@ import logging
 import streamlit as st
 
 from kdviz.plots import learning_curves, loss_term_curves, parallel_coordinates
+from kdviz.plots.runs import sweep_heatmap
 from kdviz.store import RunStoreError
 from kdviz.views import runs as rv
+from kdviz.views import sweeps as sv
 from ui.app import bootstrap
 from ui.state import current_selection, from_url, lesson_mode, to_url, workspace
 from ui.widgets import chart, guard, table
@@ -130,6 +132,65 @@ if selected:
             st.info("Pick at least two axes.")
         else:
             chart(parallel_coordinates(data, dimensions, colour, title="Runs"), key="runs_parallel")
+
+# -- sweeps: when does KD help?
+stored_sweeps = sv.sweeps(ws)
+if stored_sweeps:
+    st.subheader("Sweeps: when does distillation help?")
+    st.caption(
+        "Each `kdviz sweep` trains a method over a grid of hyperparameters and seeds beside the scratch student of "
+        "every seed. A cell is the mean gain in test accuracy over scratch (± 95 % CI over seeds); click a cell, "
+        "or pick it below, to open its runs."
+    )
+    with guard("draw the sweep"):
+        labels = [sv.sweep_label(m) for m in stored_sweeps]
+        which = st.selectbox("Sweep", range(len(labels)), format_func=lambda i: labels[i], key="runs_sweep")
+        manifest = stored_sweeps[which]
+        students = sv.sweep_students(manifest)
+        student = st.selectbox("Student", students, key="runs_sweep_student") if len(students) > 1 else students[0]
+        axes, cells = sv.sweep_cells(manifest, student)
+        if cells.empty:
+            st.info("This sweep has no distilled runs left in the store (only its scratch runs).")
+        else:
+            event = chart(
+                sweep_heatmap(cells, axes, title=f"Gain over scratch: {student}"),
+                key="runs_sweep_heatmap",
+                name="sweep",
+                select=True,
+                selection_mode="points",
+            )
+            points = list(event.selection.points) if event is not None and event.selection else []
+            names = [" · ".join(f"{a}={row[a]:g}" for a in axes) or "defaults" for row in cells.to_dict("records")]
+            clicked = None
+            if points:
+                x, y = str(points[0].get("x")), str(points[0].get("y", ""))
+                for index, row in enumerate(cells.to_dict("records")):
+                    xs = f"{row[axes[0]]:g}" if axes else "defaults"
+                    ys = f"{row[axes[1]]:g}" if len(axes) > 1 else ""
+                    if (xs, ys) == (x, y):
+                        clicked = index
+            if clicked is not None and st.session_state.get("runs_sweep_clicked") != (which, clicked):
+                st.session_state["runs_sweep_clicked"] = (which, clicked)  # a new click opens that cell once
+                st.session_state["runs_sweep_cell"] = clicked
+            if st.session_state.get("runs_sweep_cell", 0) >= len(names):
+                st.session_state["runs_sweep_cell"] = 0
+            cell = st.selectbox(
+                "Open the runs of", range(len(names)), format_func=lambda i: names[i], key="runs_sweep_cell"
+            )
+            point = {a: cells.iloc[cell][a] for a in axes}
+            with guard("list the cell's runs"):
+                table(
+                    sv.cell_runs(manifest, student, point),
+                    key="runs_sweep_runs",
+                    name="sweep_cell",
+                    column_config={
+                        "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f"),
+                        "gain": st.column_config.NumberColumn("gain over scratch", format="%+.3f"),
+                        "test_ece": st.column_config.NumberColumn("test ECE", format="%.3f"),
+                        "test_agreement": st.column_config.NumberColumn("agreement", format="%.3f"),
+                        "scratch accuracy": st.column_config.NumberColumn("scratch accuracy", format="%.3f"),
+                    },
+                )
 
 # -- manage one run (not in lesson mode: a classroom shares one store)
 if lesson:

@@ -70,3 +70,41 @@ def test_lesson_mode_hides_delete_and_upload(app_env) -> None:
     assert len(at.dataframe) == 1
     assert not [b for b in at.button if b.key == "runs_delete"]
     assert not at.get("file_uploader")
+
+
+def test_sweeps_section_draws_gain_over_scratch_and_opens_a_cell(app_env) -> None:
+    from kdviz.sweep import write_manifest
+
+    store = RunStore(app_env)
+    roles = sample_roles("moons")
+    scratch, distilled = store.get(roles["scratch"]), store.get(roles["distilled"])
+    rows = [
+        {
+            "run_id": run.id,
+            "student": "mlp-8",
+            "seed": 0,
+            "role": role,
+            "temperature": t,
+            "test_accuracy": run.summary["test_accuracy"],
+            "test_ece": run.summary["test_ece"],
+            "test_agreement": run.summary.get("test_agreement"),
+            "gain": gain,
+        }
+        for run, role, t, gain in ((scratch, "scratch", None, 0.0), (distilled, "method", 4.0, 0.013))
+    ]
+    import pandas as pd
+
+    path = write_manifest(
+        app_env, "0123456789abcdef", {"name": "moons"}, "kd", {"temperature": [4.0]}, None, pd.DataFrame(rows)
+    )
+    try:
+        at = app_page(PAGE, dataset="moons").run()
+        assert not at.exception and not at.error
+        assert "kd on moons · temperature · 1 seed(s)" in at.selectbox(key="runs_sweep").format_func(0)
+        heat = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "heatmap")
+        assert heat["data"][0]["z"] == [[0.013]] and heat["data"][0]["x"] == ["4"]
+        assert "+0.013" in heat["data"][0]["text"][0][0]
+        cell = next(df.value for df in at.dataframe if "scratch run" in df.value.columns)
+        assert list(cell["run"]) == [distilled.id] and list(cell["scratch run"]) == [scratch.id]
+    finally:
+        path.unlink()

@@ -231,3 +231,56 @@ def headline_bars(
 
 def _duplicates(names: list[str]) -> str:
     return ", ".join(sorted({n for n in names if names.count(n) > 1}))
+
+
+def sweep_heatmap(cells: pd.DataFrame, axes: Sequence[str], *, title: str = "Gain over scratch") -> go.Figure:
+    """Gain over scratch (mean over seeds, ± 95 % CI in each cell) across a sweep's grid.
+
+    `cells` is `kdviz.views.sweeps.sweep_cells`'s table; x is `axes[0]`, y is `axes[1]` (one row when
+    the grid has one axis; further axes are averaged). Blue cells: KD helped; red: it hurt.
+    """
+    require_columns(cells, ["gain_mean", "gain_ci", "n"], "sweep_heatmap")
+    x_axis = axes[0] if axes else None
+    y_axis = axes[1] if len(axes) > 1 else None
+    frame = cells.copy()
+    frame["_x"] = frame[x_axis] if x_axis else "defaults"
+    frame["_y"] = frame[y_axis] if y_axis else ""
+    grouped = frame.groupby(["_y", "_x"], sort=True).agg(
+        gain=("gain_mean", "mean"), ci=("gain_ci", "mean"), n=("n", "sum")
+    )
+    xs = sorted(frame["_x"].unique(), key=_sort_key)
+    ys = sorted(frame["_y"].unique(), key=_sort_key)
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = [["" for _ in xs] for _ in ys]
+    for (y, x), row in grouped.iterrows():
+        i, j = ys.index(y), xs.index(x)
+        z[i, j] = row["gain"]
+        ci = "" if math.isnan(row["ci"]) else f"<br>± {row['ci']:.3f}"
+        text[i][j] = f"{row['gain']:+.3f}{ci}<br>n={int(row['n'])}"
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=[[None if v != v else float(v) for v in row] for row in z],
+            x=[_tick(v) for v in xs],
+            y=[_tick(v) for v in ys],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="RdBu",
+            zmid=0.0,
+            zmin=-bound or -1,
+            zmax=bound or 1,
+            colorbar={"title": "gain"},
+            hovertemplate="%{x}, %{y}<br>gain %{text}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return apply_layout(fig, title=title, x_title=x_axis or "", y_title=y_axis or "", legend="none")
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, float(value)) if isinstance(value, int | float) and value == value else (1, str(value))
+
+
+def _tick(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)

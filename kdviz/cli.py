@@ -168,6 +168,12 @@ def _build_parser() -> argparse.ArgumentParser:
         experiments.add_parser("shortcut", help="explanation-guided KD against a spurious cue (shapes)")
     )
 
+    from kdviz.experiments import papers
+
+    papers.add_arguments(
+        sub.add_parser("reproduce", help="test the seed papers' claims at small scale (the Papers page's table)")
+    )
+
     samples = sub.add_parser("build-samples", help="train the sample models the app ships with (sample_models/)")
     samples.add_argument("--out", default=None, help="output folder (default: the repository's sample_models/)")
     samples.add_argument("--datasets", default=None, help="comma-separated subset of the sample datasets")
@@ -589,6 +595,18 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return shortcut.run_command(args)
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from kdviz.experiments import papers
+    from kdviz.samples import install_samples
+
+    if args.list:
+        return papers.run_command(args, None, out=".")
+    papers.selected_keys(args)  # bad names and options are answered before the store is opened
+    store = _store(args)
+    install_samples(store)  # the shipped teachers and students are reused, not trained again
+    return papers.run_command(args, store)
+
+
 def _cmd_app(args: argparse.Namespace, streamlit_args: list[str]) -> int:
     """Replace this process by `streamlit run app.py`, after starting the warm-up in the background."""
     import os
@@ -660,6 +678,7 @@ COMMANDS = {
     "inspect": _cmd_inspect,
     "build-samples": _cmd_build_samples,
     "experiment": _cmd_experiment,
+    "reproduce": _cmd_reproduce,
     "train": _cmd_train,
     "compare": _cmd_compare,
     "sweep": _cmd_sweep,

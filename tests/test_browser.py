@@ -26,6 +26,7 @@ PAGES = [
     "attributions",
     "divergence",
     "explanation",
+    "papers",
     "runs",
 ]
 FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"

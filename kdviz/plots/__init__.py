@@ -2,7 +2,7 @@
 
 No Streamlit and no training here; pages call these builders and show the figures. One module per page
 (`home`, `lesson` for Dark knowledge, `calibration`, `representations`, `attributions`, `divergence`,
-`explanation`, `runs`); every builder is re-exported here. Shared colours, layout and download helpers
+`explanation`, `papers`, `runs`); every builder is re-exported here. Shared colours, layout and download helpers
 live in `kdviz.plots.style`.
 """
 
@@ -28,6 +28,7 @@ from kdviz.plots.lesson import (
     sample_input_figure,
     soft_target_bars,
 )
+from kdviz.plots.papers import VERDICT_COLORS, paired_differences, verdict_bars
 from kdviz.plots.representations import cka_heatmap, concept_map, projection_scatter, tcav_bars
 from kdviz.plots.runs import headline_bars, learning_curves, loss_term_curves, parallel_coordinates
 from kdviz.plots.style import (

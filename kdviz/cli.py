@@ -91,17 +91,18 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--temperature", type=float, default=None, help="softmax temperature T")
     train.add_argument("--alpha", type=float, default=None, help="weight of the distillation term")
     train.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
+    train.add_argument("--epochs", type=int, default=None, help="students' epochs (default: the regime's, else 20)")
+    train.add_argument("--teacher-epochs", type=int, default=None, help="default: the dataset's regime, else --epochs")
     train.add_argument(
         "--train-subset",
-        type=int,
+        type=_subset,
         default=None,
-        metavar="N",
-        help="students learn from a fixed subset of N training samples (the teacher uses them all)",
+        metavar="N|all",
+        help="students learn from a fixed subset of N training samples, the teacher from all of them (default: the "
+        "dataset's labelled-subset regime, where KD helps; 'all' for the whole training split)",
     )
-    train.add_argument("--batch-size", type=int, default=128, help="students' batch size")
-    train.add_argument("--teacher-batch-size", type=int, default=128)
+    train.add_argument("--batch-size", type=int, default=None, help="students' batch size (default: regime, else 128)")
+    train.add_argument("--teacher-batch-size", type=int, default=None, help="default: the regime's, else 128")
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--optimizer", default="adam")
     train.add_argument("--schedule", default="cosine")
@@ -229,12 +230,56 @@ def _store(args: argparse.Namespace, recover: bool = True):
         raise ValueError(f"cannot use {where} as a run store (a writable folder is needed; {detail})") from error
 
 
+def _subset(text: str) -> int | str:
+    """--train-subset: a number of samples, or 'all'."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of samples or 'all', got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a training subset needs at least 2 samples, got {value}")
+    return value
+
+
+def first_contact_regime(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    """Models, epochs, batch sizes and the students' labelled subset for `kdviz train`, given options first.
+
+    A dataset with a sample plan (`kdviz.samples.SAMPLE_PLANS`) trains in that plan's regime: the
+    teacher on the whole training split, the students on a small labelled subset — where a teacher's
+    soft targets carry the most extra information, so a first command shows what KD is for. Other
+    datasets: the input kind's default pair, 20 epochs, every training sample.
+    """
+    from kdviz.models import default_pair
+    from kdviz.samples import SAMPLE_PLANS
+
+    plan = SAMPLE_PLANS.get(dataset.spec.get("name"))
+    teacher_plan = plan.teacher if plan else {}
+    student_plan = plan.student if plan else {}
+    teacher_spec, student_spec = default_pair(dataset.input_kind)
+    subset = args.train_subset if args.train_subset is not None else student_plan.get("train_subset")
+    if args.train_subset is None and subset is not None and subset >= len(dataset.y_train):
+        subset = None  # a shrunken dataset (--data n_train=...) is already the small labelled set
+    regime = {
+        "teacher": args.teacher or teacher_plan.get("student", teacher_spec),
+        "teacher_epochs": args.teacher_epochs or args.epochs or teacher_plan.get("epochs", 20),
+        "teacher_batch_size": args.teacher_batch_size or teacher_plan.get("batch_size", 128),
+        "student": args.student or student_plan.get("student", student_spec),
+        "epochs": args.epochs or student_plan.get("epochs", 20),
+        "batch_size": args.batch_size or student_plan.get("batch_size", 128),
+        "train_subset": None if subset == "all" else subset,
+    }
+    if plan is not None:
+        regime.update(plan.distill)
+    return regime
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from kdviz.data.cache import get_dataset
     from kdviz.distill import TrainConfig, TrainingDiverged, method_class, train
-    from kdviz.models import default_pair
 
     method = method_class(args.method)
     hparams = _hparams(args.hparam)
@@ -243,7 +288,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.alpha is not None:
         hparams["alpha"] = args.alpha
     dataset = get_dataset(_dataset_spec(args))
-    teacher_spec, student_spec = default_pair(dataset.input_kind)
+    regime = first_contact_regime(args, dataset)
+    if args.method == regime.get("method"):  # the regime's temperature and alpha unless given
+        hparams = {**regime.get("hparams", {}), **hparams}
     common = dict(
         dataset=dataset.spec,
         lr=args.lr,
@@ -252,10 +299,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     student_common = dict(
-        student=args.student or student_spec,
-        epochs=args.epochs,
-        train_subset=args.train_subset,
-        batch_size=args.batch_size,
+        student=regime["student"],
+        epochs=regime["epochs"],
+        train_subset=regime["train_subset"],
+        batch_size=regime["batch_size"],
     )
     student_cfg = TrainConfig(method=args.method, hparams=hparams, **student_common, **common)
     scratch_cfg = TrainConfig(method="ce", **student_common, **common)
@@ -263,10 +310,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     store = _store(args)
     teacher_ids = _teacher_run_ids(args, method, store)
     teacher_cfg = TrainConfig(
-        student=args.teacher or teacher_spec,
+        student=regime["teacher"],
         method="ce",
-        epochs=args.teacher_epochs or args.epochs,
-        batch_size=args.teacher_batch_size,
+        epochs=regime["teacher_epochs"],
+        batch_size=regime["teacher_batch_size"],
         inputs=args.inputs or getattr(method, "teacher_inputs", "standard"),
         **common,
     )
@@ -320,10 +367,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for key, value in numbers.items():
             if key.startswith("test_") and key.endswith("_accuracy") and key != "test_accuracy":
                 result[role][key] = value
+    n_train = len(dataset.y_train)
+    subset = regime["train_subset"]
+    regime_line = (
+        f"The students learnt from {subset} of the {n_train} labelled training samples, the teacher from all of them "
+        "(the regime where soft targets help most; --train-subset all trains the students on every sample)."
+        if subset
+        else f"Every model learnt from all {n_train} training samples."
+    )
     if args.json:
+        for role, run in rows.items():
+            result[role]["train_samples"] = run.config.get("train_subset") or n_train
         print(json.dumps(result, indent=2))
     else:
         _print_summary(result)
+        print(regime_line)
     return 0
 
 

@@ -18,6 +18,7 @@ def test_train_json_summary_and_runs_listing(tmp_path, capsys):
         assert 0.0 <= role["test_ece"] <= 1.0
     assert summary["teacher"]["teacher_agreement"] == 1.0
     assert summary["student"]["method"] == "kd"
+    assert summary["student"]["train_samples"] == 60 and summary["teacher"]["train_samples"] > 60  # subset regime
 
     assert main(["--home", home, "runs", "ls"]) == 0
     listing = capsys.readouterr().out
@@ -153,3 +154,23 @@ def test_compare_trains_extra_and_privileged_teachers_when_methods_need_them(tmp
     assert len(runs["ensemble"].config["teachers"]) == 2
     teacher = store.get(runs["privileged"].config["teacher"])
     assert teacher.config["inputs"] == "privileged" and "inputs" not in runs["privileged"].config
+
+
+def test_train_defaults_to_the_datasets_labelled_subset_regime() -> None:
+    """`kdviz train --dataset digits` trains in the shipped sample's regime (students on 300 labelled digits)."""
+    from kdviz.cli import _build_parser, first_contact_regime
+    from kdviz.data.cache import get_dataset
+
+    parser = _build_parser()
+    digits = get_dataset({"name": "digits"})
+    regime = first_contact_regime(parser.parse_args(["train", "--dataset", "digits"]), digits)
+    assert (regime["teacher"], regime["student"], regime["train_subset"]) == ("cnn-l", "cnn-xs", 300)
+    assert (regime["teacher_epochs"], regime["epochs"]) == (15, 30)
+    assert regime["hparams"] == {"temperature": 2.0, "alpha": 0.9}
+    full = parser.parse_args(["train", "--dataset", "digits", "--train-subset", "all"])
+    everything = first_contact_regime(full, digits)
+    assert everything["train_subset"] is None
+    wine = get_dataset({"name": "wine"})  # no sample plan: the kind's default pair on every sample
+    assert first_contact_regime(parser.parse_args(["train", "--dataset", "wine"]), wine)["train_subset"] is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--train-subset", "1"])

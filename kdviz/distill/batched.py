@@ -15,9 +15,10 @@ config, hence its run id, is the lone run's: a sweep reuses runs trained alone a
 
 Routes (`route=`): "batched" (the above), "sequential" (one `trainer.train` after another, the
 reference), "auto" — batched on CUDA; on the CPU batched for MLP students (their epochs are
-dominated by per-step and per-epoch overhead, which batching shares) and sequential for
-convolutional ones, which `bench/sweep_speed.py` measured no faster batched on the CPU (the
-batched conv is a grouped convolution, which oneDNN does not run faster than N small ones).
+dominated by per-step and per-epoch overhead, which batching shares; `bench/sweep_speed.py`
+measured 1.5-4× on a busy 2-core CPU) and sequential for convolutional ones, for which the CPU
+measurements disagreed (0.40× and 2.51× under different load; the batched conv is a grouped
+convolution), so the CPU keeps its reference path for them.
 Groups that cannot be batched fall back to sequential runs and say why (`why_not_batched`).
 """
 

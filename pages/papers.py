@@ -42,7 +42,7 @@ key = st.selectbox(
     "Paper",
     keys,
     key="paper",
-    format_func=lambda k: f"{pp.PAPERS[k].seed}. {pp.PAPERS[k].authors.split(':')[0]} — {pp.PAPERS[k].title}",
+    format_func=lambda k: f"{pp.PAPERS[k].seed}. {pv.short_label(pp.PAPERS[k])}",
 )
 state.to_url("paper")
 view = pv.entry(key, results)
@@ -68,8 +68,8 @@ if result is not None:
     seconds = result.get("seconds")
     st.caption(
         f"Results {source} (preset {result.get('preset')}"
-        + (f", {seconds:.0f} s of training and measuring" if seconds else "")
-        + "; runs already in a store are reused)."
+        + (f"; its last `kdviz reproduce` took {seconds:.0f} s, reusing stored runs" if seconds else "")
+        + ")."
     )
     table(pv.tests_table(result), f"papers_tests_{key}", name=f"{key}-tests")
     chart(paired_differences(result["tests"], title="Paired differences per seed"), f"papers_diffs_{key}")

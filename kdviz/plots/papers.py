@@ -78,7 +78,7 @@ def paired_differences(tests: Sequence[Mapping[str, Any]], *, title: str | None 
             fig.add_vrect(x0=-margin, x1=margin, fillcolor=OKABE_ITO[2], opacity=0.12, line_width=0, row=row, col=1)
         fig.add_vline(x=0, line=dict(color=NEUTRAL_COLOR, dash="dash", width=1), row=row, col=1)
         fig.update_xaxes(title_text=f"difference in {test['metric']} (claim: {test['direction']})", row=row, col=1)
-    return apply_layout(fig, title=title, x_title=None, y_title=None, height=140 + 150 * len(tests))
+    return apply_layout(fig, title=title, x_title=None, y_title=None, legend="bottom", height=170 + 150 * len(tests))
 
 
 def verdict_bars(counts: Mapping[str, int], *, title: str | None = None) -> go.Figure:

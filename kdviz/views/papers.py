@@ -31,6 +31,7 @@ __all__ = [
     "overview",
     "progress_lines",
     "runs_table",
+    "short_label",
     "submit_entry",
     "tests_table",
     "verdict_counts",
@@ -114,6 +115,15 @@ def _numbers(result: Mapping[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def short_label(paper: pp.Paper) -> str:
+    """``Kim, Ji, Yoon, Hwang — Self-Knowledge Distillation with Progressive Refinement of Targets`` (no venue);
+    papers the seed file does not name show what they are about."""
+    if paper.title.startswith("("):
+        return f"(unidentified) {paper.title.split(' — ', 1)[-1]}"
+    who = paper.authors.split(" (")[0]
+    return f"{who} — {paper.title.split(' (')[0]}"
+
+
 def overview(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per seed paper: #, key, paper, claim, testable, verdict, numbers (mean difference [95 % CI])."""
     rows = []
@@ -124,11 +134,11 @@ def overview(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             {
                 "#": paper.seed,
                 "key": paper.key,
-                "paper": f"{paper.authors} — {paper.title}",
-                "claim": paper.claim,
-                "testable": paper.testable,
+                "paper": short_label(paper),
                 "verdict": verdict,
                 "numbers": _numbers(result) if verdict not in (pp.UNTESTABLE, pp.NOT_MEASURED) else "",
+                "claim": paper.claim,
+                "testable": paper.testable,
             }
         )
     return pd.DataFrame(rows)

@@ -257,15 +257,24 @@ def test_saving_refuses_what_could_not_be_reopened(teacher: nn.Module, tmp_path,
 # -- distilling into your own student -----------------------------------------------------------------
 
 
-def test_distill_improves_agreement_and_leaves_your_modules_alone(teacher: nn.Module) -> None:
+DISTILLED = {
+    "layernorm + einsum head": lambda: MixerNet(),
+    "object with .logits": lambda: DictOutputNet(),
+    "tuple": lambda: TupleOutputNet(),
+    "resnet-style": lambda: ResNetish(width=4),
+}
+
+
+@pytest.mark.parametrize("kind", list(DISTILLED))
+def test_distill_improves_agreement_and_leaves_your_modules_alone(teacher: nn.Module, kind: str) -> None:
     torch.manual_seed(0)
-    student = MixerNet()
+    student = DISTILLED[kind]()
     before_t, before_s = _snapshot(teacher), _snapshot(student)
     untrained = kdviz.Pair(teacher, student, test=(X_TEST, Y_TEST)).agreement()
     result = kdviz.distill_student(
-        teacher, student, train=(X, Y), test=(X_TEST, Y_TEST), method="kd", epochs=15, temperature=4, alpha=0.9
+        teacher, student, train=(X, Y), test=(X_TEST, Y_TEST), method="kd", epochs=15, batch_size=32, lr=1e-2, temperature=4, alpha=0.9
     )
-    assert isinstance(result.student, MixerNet)
+    assert type(result.student) is type(student)
     assert {"loss/kd", "loss/ce", "teacher_agreement"} <= set(result.history.columns)
     trained = kdviz.Pair(teacher, result.student, test=(X_TEST, Y_TEST)).agreement()
     assert trained > untrained + 0.2

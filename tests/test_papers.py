@@ -237,3 +237,15 @@ def test_shipped_results_follow_the_rule() -> None:
             assert again == pytest.approx(test["diffs"])
         assert result["verdict"] == pp.entry_verdict(verdicts), key
     json.dumps(shipped)  # plain JSON
+
+
+@pytest.mark.slow
+def test_shipped_results_are_of_the_current_configs() -> None:
+    """A method whose defaults change changes its runs' ids: the shipped result must then be measured again."""
+    shipped = pp.read_results(pv.SHIPPED)["entries"]
+    for key, result in shipped.items():
+        if not result.get("runs"):
+            continue
+        planned = {run.run_id for run in pp.plan_configs(key, "default")}
+        measured = {row["run_id"] for row in result["runs"]} | {t["run_id"] for t in result["teachers"]}
+        assert measured == planned, f"{key}: re-measure it with `kdviz reproduce {key}` (its configs changed)"

@@ -66,42 +66,15 @@ def percentile(values: list[float], q: float) -> float:
 
 async def protocol_view(url: str, page: str, timeout: float = 600.0) -> tuple[float, list[str]]:
     """Open `page` in a new session over the websocket; (seconds to the script's finish, error texts shown)."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-    from websockets.asyncio.client import connect
+    from ui.warmup import run_page
 
-    errors: list[str] = []
     started = time.perf_counter()
-    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
-    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
-        request = BackMsg()
-        request.rerun_script.query_string = ""
-        request.rerun_script.page_name = page
-        request.rerun_script.page_script_hash = ""
-        await socket.send(request.SerializeToString())
-        async with asyncio.timeout(timeout):
-            async for frame in socket:
-                if not isinstance(frame, bytes):
-                    continue
-                msg = ForwardMsg()
-                msg.ParseFromString(frame)
-                kind = msg.WhichOneof("type")
-                if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
-                    element = msg.delta.new_element
-                    if element.WhichOneof("type") == "exception":
-                        errors.append(f"exception: {element.exception.message}")
-                    elif element.WhichOneof("type") == "alert" and element.alert.format == 1:  # ERROR
-                        errors.append(element.alert.body)
-                elif kind == "page_not_found":
-                    errors.append(f"page not found: {page!r}")
-                elif kind == "script_finished" and msg.script_finished in (
-                    ForwardMsg.FINISHED_SUCCESSFULLY,
-                    ForwardMsg.FINISHED_WITH_COMPILE_ERROR,
-                ):
-                    if msg.script_finished != ForwardMsg.FINISHED_SUCCESSFULLY:
-                        errors.append("compile error")
-                    return time.perf_counter() - started, errors
-    errors.append("the session closed before the page finished")
+    try:
+        status, errors = await run_page(url, page, timeout)
+    except (ConnectionError, TimeoutError, OSError) as error:
+        return time.perf_counter() - started, [f"{type(error).__name__}: {error}"]
+    if status != "FINISHED_SUCCESSFULLY":
+        errors.append(status)
     return time.perf_counter() - started, errors
 
 

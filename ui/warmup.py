@@ -50,15 +50,21 @@ def wait_healthy(url: str, timeout: float) -> None:
         time.sleep(0.3)
 
 
-async def _run_root(url: str, timeout: float) -> str:
+async def run_page(url: str, page: str = "", timeout: float = 300.0) -> tuple[str, list[str]]:
+    """Open a new session on the server at `url`, run `page` ("" is the root) once; (finish status, errors shown).
+
+    Errors are the texts of exceptions and error boxes the run displayed, and a page the app does not have.
+    """
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
     from websockets.asyncio.client import connect
 
+    errors: list[str] = []
     ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
     async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
         request = BackMsg()
         request.rerun_script.query_string = ""
+        request.rerun_script.page_name = page
         request.rerun_script.page_script_hash = ""
         await socket.send(request.SerializeToString())
         async with asyncio.timeout(timeout):
@@ -67,10 +73,19 @@ async def _run_root(url: str, timeout: float) -> str:
                     continue
                 msg = ForwardMsg()
                 msg.ParseFromString(frame)
-                if msg.WhichOneof("type") == "script_finished":
+                kind = msg.WhichOneof("type")
+                if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                    element = msg.delta.new_element
+                    if element.WhichOneof("type") == "exception":
+                        errors.append(f"exception: {element.exception.message}")
+                    elif element.WhichOneof("type") == "alert" and element.alert.format == 1:  # ERROR
+                        errors.append(element.alert.body)
+                elif kind == "page_not_found":
+                    errors.append(f"page not found: {page!r}")
+                elif kind == "script_finished":
                     status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
                     if status in _FINISHED:
-                        return status
+                        return status, errors
     raise ConnectionError("the server closed the session before the run finished")
 
 
@@ -78,7 +93,7 @@ def warm(url: str, timeout: float = 300.0) -> float:
     """Wait for the server at `url`, run its root page once in a throw-away session; seconds the run took."""
     wait_healthy(url, timeout)
     started = time.perf_counter()
-    status = asyncio.run(_run_root(url, timeout))
+    status, _ = asyncio.run(run_page(url, "", timeout))
     if status != "FINISHED_SUCCESSFULLY":
         raise RuntimeError(f"the warm-up run ended with {status}")
     return time.perf_counter() - started

@@ -68,3 +68,20 @@ def test_every_page_opens_on_your_own_pair(shown: str, browser: object, tmp_path
         assert NAME in pickers and "ResNetish" in pickers and "TupleOutputNet" in pickers, (name, pickers)
         if name in ("calibration", "divergence", "representations"):
             page.screenshot(path=str(tmp_path / f"own_pair_{name}.png"), full_page=False)
+
+
+def test_a_session_over_the_websocket_runs_a_page(shown: str) -> None:
+    """The warm-up's and the classroom benchmark's session runner: one script run of a page, its errors."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ui.warmup import run_page
+
+    def session(page: str) -> tuple[str, list[str]]:  # its own thread: Playwright's sync API holds this one's loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(lambda: asyncio.run(run_page(base, page, timeout=120))).result()
+
+    base = shown.split("/?")[0]
+    assert session("calibration") == ("FINISHED_SUCCESSFULLY", [])
+    status, errors = session("no_such_page")
+    assert any("page not found" in error for error in errors), (status, errors)

@@ -43,9 +43,16 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from kdviz.serve import serve_app
+    from ui.warmup import warm
 
     with serve_app(tmp_path_factory.mktemp("browser-home")) as url:
+        # warmed as `kdviz app` warms it (its own thread: Playwright's sync API may hold this one's event loop), so
+        # no test depends on running after another; the fresh-server deep link has a test of its own below
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(warm, url).result()
         yield url
 
 

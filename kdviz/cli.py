@@ -677,10 +677,9 @@ def _cmd_app(args: argparse.Namespace, streamlit_args: list[str]) -> int:
     if args.home:
         os.environ["KDVIZ_HOME"] = str(Path(args.home).expanduser().resolve())
     if args.allow_module:
-        from kdviz.models.external import ALLOW_ENV
+        from kdviz.models.external import ALLOW_ENV, allow_list
 
-        allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + list(args.allow_module)
-        os.environ[ALLOW_ENV] = ",".join(dict.fromkeys(allowed))
+        os.environ[ALLOW_ENV] = allow_list(*args.allow_module)
     os.chdir(app.parent)
     # `sh -c '... &'` detaches the warm-up (no zombie under streamlit); it waits for the server's health check
     subprocess.run(["sh", "-c", '"$@" &', "sh", sys.executable, "-m", "ui.warmup", *streamlit_args], check=True)
@@ -696,14 +695,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     from kdviz.external import Pair, show
     from kdviz.external.files import load_pair_data, load_weights
-    from kdviz.models.external import ALLOW_ENV, load_factory
+    from kdviz.models.external import ALLOW_ENV, allow_list, load_factory
 
     if args.home:  # the pair, its data and the server all use this store
         os.environ["KDVIZ_HOME"] = str(Path(args.home).expanduser().resolve())
     modules = [path.partition(":")[0] for path in (args.teacher, args.student)]
     # whoever runs `kdviz inspect` names these factories: that is the permission to import them
-    allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + modules
-    os.environ[ALLOW_ENV] = ",".join(dict.fromkeys(allowed))
+    os.environ[ALLOW_ENV] = allow_list(*modules)
     built = {}
     factories = {}
     for role, path, kwargs_text, weights in (

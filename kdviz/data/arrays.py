@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from kdviz.data.dataset import SPLITS, Dataset, DatasetError, InputKind
+from kdviz.data.uploads import write_atomic
 from kdviz.paths import default_home
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -128,8 +128,8 @@ def save_arrays(dataset: Dataset, name: str, home: str | os.PathLike[str] | None
     folder = arrays_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / f"{sha256}.npz").is_file():
-        _write_atomic(folder / f"{sha256}.json", json.dumps(meta, sort_keys=True).encode())
-        _write_atomic(folder / f"{sha256}.npz", data)
+        write_atomic(folder / f"{sha256}.json", json.dumps(meta, sort_keys=True).encode())
+        write_atomic(folder / f"{sha256}.npz", data)
     return {"name": name, "arrays": sha256}
 
 
@@ -151,11 +151,3 @@ def load_arrays(spec: dict[str, Any], home: str | os.PathLike[str] | None = None
     )
     dataset.spec = dict(spec)
     return dataset
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)

@@ -43,7 +43,8 @@ def _suffix(filename: str) -> str:
     return suffix
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a fsynced temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as tmp:
         tmp.write(data)
@@ -67,14 +68,14 @@ def save_upload(
     spec = {"name": _name(filename, sha256), "upload": sha256, "filename": PurePosixPath(filename).name, **options}
     file_path = folder / f"{sha256}{suffix}"
     if not file_path.exists():
-        _write_atomic(file_path, data)
+        write_atomic(file_path, data)
     meta = {
         "spec": spec,
         "input_kind": dataset.input_kind,
         "classes": dataset.num_classes,
         "samples": int(len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test)),
     }
-    _write_atomic(folder / f"{spec['name']}{META_SUFFIX}", json.dumps(meta, sort_keys=True).encode())
+    write_atomic(folder / f"{spec['name']}{META_SUFFIX}", json.dumps(meta, sort_keys=True).encode())
     dataset.spec, dataset.name = spec, spec["name"]
     return spec, dataset
 

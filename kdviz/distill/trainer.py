@@ -409,7 +409,7 @@ def _fit(
         _check_finite(session, epoch)
         session.history.append(metrics)
         if epoch in session.checkpoint_epochs:
-            session.checkpoints[epoch] = _cpu_state(session.student)
+            session.checkpoints[epoch] = cpu_state(session.student)
         if progress is not None:
             progress(EpochReport(epoch, config.epochs, dict(metrics)))
     return _Fitted(session.student.eval(), session.history, session.checkpoints, session.method, session.ctx)
@@ -664,7 +664,7 @@ def _make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 

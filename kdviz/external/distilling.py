@@ -23,8 +23,8 @@ from torch import nn
 from kdviz.data.dataset import DatasetError
 from kdviz.device import pick_device
 from kdviz.distill.registry import MethodError, method_class
-from kdviz.external.pair import _for, _pair_dataset
-from kdviz.models.external import ExternalModel, ExternalModelError
+from kdviz.external.pair import _for, _pair_dataset, wrap_model
+from kdviz.models.external import ExternalModelError
 
 # Methods that need what an arbitrary module does not offer (checked before any training).
 NEEDS_PRESET = {
@@ -102,16 +102,8 @@ def distill_student(
     for role, module in (("teacher", teacher), ("student", student)):
         if not isinstance(module, nn.Module):
             raise ExternalModelError(f"the {role} must be a torch.nn.Module, got {type(module).__name__}")
-        models[role] = ExternalModel(
-            copy.deepcopy(module).cpu(),
-            example,
-            num_classes=dataset.num_classes,
-            input_kind=dataset.input_kind,
-            output=_for(output, role),
-            layers=_for(layers, role),
-            cam_layer=_for(cam_layer, role),
-            label=type(module).__name__,
-        )
+        options = {"output": _for(output, role), "layers": _for(layers, role), "cam_layer": _for(cam_layer, role)}
+        models[role] = wrap_model(copy.deepcopy(module).cpu(), dataset, options, example)
     config = TrainConfig(
         dataset={"name": "own-data"},
         student=models["student"].spec,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kdviz.models.external import ALLOW_ENV
+from kdviz.models.external import ALLOW_ENV, allow_list
 from kdviz.serve import free_port, start_app, stop_app
 
 if TYPE_CHECKING:
@@ -44,8 +43,8 @@ def show(
     modules = [
         (f if isinstance(f, str) else f[0]).partition(":")[0].split(".")[0] for f in (factories or {}).values()
     ]
-    allowed = [m for m in os.environ.get(ALLOW_ENV, "").split(",") if m] + modules
-    env = {ALLOW_ENV: ",".join(dict.fromkeys(allowed))} if allowed else {}
+    allowed = allow_list(*modules)
+    env = {ALLOW_ENV: allowed} if allowed else {}
     process, base = start_app(store.root, port=free_port(port), env=env, address=address)
     url = f"{base}/?dataset={quote(name)}"
     print(f"kdviz: your pair {name!r} is at {url}", flush=True)

@@ -104,30 +104,18 @@ class Pair:
             role: {"output": _for(output, role), "layers": _for(layers, role), "cam_layer": _for(cam_layer, role)}
             for role in self.originals
         }
-        _check_class_counts(self.originals, self.dataset, self.options, self.device)
-        self.models: dict[str, ExternalModel] = {
-            role: self._wrap(role, module) for role, module in self.originals.items()
-        }
+        # one copy per model, on the pair's device: checked, then wrapped (the caller's modules are never touched)
+        nets = {role: copy.deepcopy(module).to(self.device) for role, module in self.originals.items()}
+        _check_class_counts(nets, self.dataset, self.options, self.device)
+        self.models: dict[str, ExternalModel] = {role: self._wrap(role, net) for role, net in nets.items()}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
         # per-epoch records of how a model was trained (e.g. `distill_student(...).history`), kept when saved
         self.history = {role: _records(value) for role, value in (history or {}).items() if role in self.models}
 
     # -- models and outputs ---------------------------------------------------------------------
 
-    def _wrap(self, role: str, module: nn.Module) -> ExternalModel:
-        net = copy.deepcopy(module).to(self.device)
-        example = self.dataset.x_test[:2].to(self.device)
-        options = self.options[role]
-        model = ExternalModel(
-            net,
-            example,
-            num_classes=self.dataset.num_classes,
-            input_kind=self.dataset.input_kind,
-            output=options["output"],
-            layers=options["layers"],
-            cam_layer=options["cam_layer"],
-            label=type(module).__name__,
-        )
+    def _wrap(self, role: str, net: nn.Module) -> ExternalModel:
+        model = wrap_model(net, self.dataset, self.options[role], self.dataset.x_test[:2].to(self.device))
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model.eval()
@@ -323,16 +311,31 @@ def _pair_dataset(
                                masks=mask_map)
 
 
+def wrap_model(net: nn.Module, dataset: Dataset, options: Mapping[str, Any], example: torch.Tensor) -> ExternalModel:
+    """`net` (used as given, not copied) as an `ExternalModel` for `dataset`, with one model's
+    ``output`` / ``layers`` / ``cam_layer`` options; named after the net's class."""
+    return ExternalModel(
+        net,
+        example,
+        num_classes=dataset.num_classes,
+        input_kind=dataset.input_kind,
+        output=options.get("output"),
+        layers=options.get("layers"),
+        cam_layer=options.get("cam_layer"),
+        label=type(net).__name__,
+    )
+
+
 def _check_class_counts(
-    modules: Mapping[str, nn.Module], dataset: Dataset, options: Mapping[str, Any], device: torch.device
+    nets: Mapping[str, nn.Module], dataset: Dataset, options: Mapping[str, Any], device: torch.device
 ) -> None:
-    """Every model must give one logit per class, and the same number as the others."""
+    """Every model must give one logit per class, and the same number as the others (`nets` are the pair's copies)."""
     from kdviz.models.external import pick_logits
 
     example = dataset.x_test[:2].to(device)
     widths = {}
-    for role, module in modules.items():
-        net = copy.deepcopy(module).to(device).eval()
+    for role, module in nets.items():
+        net = module.eval()
         try:
             with torch.inference_mode():
                 outputs = net(example)

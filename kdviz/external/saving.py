@@ -13,14 +13,14 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdviz.data.arrays import save_arrays
 from kdviz.data.dataset import DatasetError, list_datasets
-from kdviz.models.external import ALLOW_ENV, PENULTIMATE, ExternalModel, ExternalModelError, build_net
+from kdviz.distill.trainer import cpu_state
+from kdviz.models.external import PENULTIMATE, ExternalModel, ExternalModelError, build_net
 from kdviz.models.program import save_program
 from kdviz.store import RunStore
 
@@ -78,7 +78,7 @@ def save_pair(
     dataset.spec = data_spec
     example = dataset.x_test[:2].to(pair.device)
     specs = {role: model_spec(m, role, factories.get(role), store.root, example) for role, m in pair.models.items()}
-    states = {role: _cpu_state(m) for role, m in pair.models.items()}
+    states = {role: cpu_state(m) for role, m in pair.models.items()}
     for role, spec in specs.items():
         _check_rebuilds(role, spec, states[role], pair, store.root)
     ids: dict[str, str] = {}
@@ -103,23 +103,10 @@ def save_pair(
     return ids
 
 
-def _cpu_state(model: ExternalModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-
-
 def _check_rebuilds(role: str, spec: dict[str, Any], state: dict[str, torch.Tensor], pair: Pair, home: Any) -> None:
     """Rebuild `role` from `spec` + `state` as a server would, and compare logits on two test samples."""
     source = spec["source"]
-    previous = os.environ.get(ALLOW_ENV)
-    if "factory" in source:  # the caller named this factory: trust it here (a server must allow it itself)
-        os.environ[ALLOW_ENV] = ",".join(filter(None, [previous, source["factory"].partition(":")[0]]))
-    try:
-        net = build_net(source, home)
-    finally:
-        if previous is None:
-            os.environ.pop(ALLOW_ENV, None)
-        else:
-            os.environ[ALLOW_ENV] = previous
+    net = build_net(source, home, trusted=True)  # the caller named this factory; a server must allow it itself
     example = pair.dataset.x_test[:2]
     rebuilt = ExternalModel(
         net, example, num_classes=pair.dataset.num_classes, input_kind=pair.dataset.input_kind,

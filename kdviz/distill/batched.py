@@ -237,14 +237,8 @@ class _Group:
         data = input_view(full, first.inputs)
         teachers = [] if teacher is None else [teacher]
         kinds = teacher_kinds(teacher_input, len(teachers))
-        for model in teachers:
-            model.to(device).eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
         train_index = subset_indices(len(data.x_train), first.train_subset).to(device)
-        teacher_train = teacher_val = teacher_test = None
-        if teachers:
-            teacher_train, teacher_val, teacher_test = _teacher_logits(teachers, kinds, full, train_index)
+        teacher_train, teacher_val, teacher_test = _teacher_logits(teachers, kinds, full, train_index, device)
         base = copy.deepcopy(students[0]).to("meta")
         params, buffers = stack_module_state(students)
         params = {name: p.detach().requires_grad_() for name, p in params.items()}

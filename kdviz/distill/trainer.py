@@ -476,14 +476,8 @@ def _set_up(
         student = student.to(memory_format=torch.channels_last)
         full = _channels_last(full)
     data = input_view(full, config.inputs)
-    for model in teachers:
-        model.to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
     train_index = subset_indices(len(data.x_train), config.train_subset).to(device)
-    teacher_train = teacher_val = teacher_test = None
-    if teachers:
-        teacher_train, teacher_val, teacher_test = _teacher_logits(teachers, kinds, full, train_index)
+    teacher_train, teacher_val, teacher_test = _teacher_logits(teachers, kinds, full, train_index, device)
     ctx = TrainContext(
         data,
         student,
@@ -614,9 +608,16 @@ def _epoch_metrics(
 
 
 def _teacher_logits(
-    teachers: list[KDModel], kinds: list[str], data: Dataset, train_index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every teacher's logits on train (M×N×K, rows outside `train_index` zero), val and test."""
+    teachers: list[KDModel], kinds: list[str], data: Dataset, train_index: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Freeze the teachers on `device` (eval mode, no gradients), then every teacher's logits on train
+    (M×N×K, rows outside `train_index` zero), val and test; (None, None, None) without teachers."""
+    if not teachers:
+        return None, None, None
+    for model in teachers:
+        model.to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
     train = torch.zeros(len(teachers), len(data.x_train), data.num_classes, device=train_index.device)
     val, test = [], []
     for position, (teacher, kind) in enumerate(zip(teachers, kinds, strict=True)):

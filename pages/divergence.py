@@ -16,7 +16,7 @@ from kdviz.plots import (
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
 from ui.state import ROLE_TITLES, from_url, lesson_mode, require_selection, to_url, workspace
-from ui.widgets import chart, guard, table
+from ui.widgets import chart, guard, new_selection, selected_rows, table
 
 bootstrap()
 
@@ -142,10 +142,9 @@ with slices_box:
                     "student accuracy": st.column_config.NumberColumn(format="percent"),
                 },
             )
-            picked_rows = list(slice_event.selection.rows) if slice_event is not None else []
-            if picked_rows and picked_rows != st.session_state.get("_div_last_slice_row"):
+            picked_rows = new_selection(selected_rows(slice_event), "_div_last_slice_row")
+            if picked_rows:
                 st.session_state["div_slice"] = slice_names[picked_rows[0]]
-            st.session_state["_div_last_slice_row"] = picked_rows
             choices = ["all", *slice_names]
             from_url("div_slice", "all", valid=choices)
             descriptions = dict(zip(slices.table["slice"], slices.table["rule"]))
@@ -212,9 +211,8 @@ if slices is not None and not slices.table.empty:
 
 # -- which sample: a click/box in the scatter or a table row sets the sample picker; the URL keeps it
 picked = dv.selected_indices(event)
-if picked and picked != st.session_state.get("_div_last_pick"):
+if new_selection(picked, "_div_last_pick"):
     st.session_state["div_sample"] = picked[0]
-st.session_state["_div_last_pick"] = picked
 
 all_samples = frame["index"].tolist()
 from_url("div_sample", dv.default_sample(frame, None), int, valid=all_samples)
@@ -241,10 +239,9 @@ with guard("show the sample table"):
             "student p(true)": st.column_config.NumberColumn(format="%.3f"),
         },
     )
-    rows = list(table_event.selection.rows) if table_event is not None else []
-    if rows and rows != st.session_state.get("_div_last_row") and rows[0] < len(table_rows):
+    rows = new_selection(selected_rows(table_event), "_div_last_row")
+    if rows and rows[0] < len(table_rows):
         st.session_state["div_sample"] = int(table_rows["index"].iloc[rows[0]])
-    st.session_state["_div_last_row"] = rows
 
 st.subheader("One sample up close")
 sample = st.selectbox(

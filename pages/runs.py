@@ -11,7 +11,7 @@ from kdviz.views import runs as rv
 from kdviz.views import sweeps as sv
 from ui.app import bootstrap
 from ui.state import current_selection, from_url, lesson_mode, to_url, workspace
-from ui.widgets import chart, guard, table
+from ui.widgets import chart, guard, selected_rows, table
 
 bootstrap()
 
@@ -76,7 +76,7 @@ if not frame.empty:
                 "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
             },
         )
-        rows = [r for r in (event.selection.rows if event is not None else []) if r < len(shown)]
+        rows = [r for r in selected_rows(event) if r < len(shown)]
         selected = shown["id"].iloc[rows].tolist()
     if not selected:
         picked = current_selection()

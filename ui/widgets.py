@@ -47,6 +47,22 @@ def table(df: pd.DataFrame, key: str, *, name: str | None = None, **kwargs: Any)
     return shown
 
 
+def selected_rows(event: Any) -> list[int]:
+    """The rows a `table(..., on_select="rerun")` event has selected ([] without an event)."""
+    return list(event.selection.rows) if event is not None else []
+
+
+def new_selection(selected: list[Any], memory_key: str) -> list[Any]:
+    """`selected` when it differs from this session's previous run (remembered under `memory_key`), else [].
+
+    A chart or table keeps its selection across reruns; acting only on a new one lets other widgets
+    (a picker, the URL) change the same value in between without being overwritten.
+    """
+    previous = st.session_state.get(memory_key)
+    st.session_state[memory_key] = selected
+    return selected if selected and selected != previous else []
+
+
 @contextmanager
 def guard(what: str) -> Iterator[None]:
     """Show a short, specific message instead of a traceback when `what` fails; the details go to the log."""

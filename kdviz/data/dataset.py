@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import torch
 
-InputKind = Literal["image", "signal", "tabular", "points"]
+InputKind = Literal["image", "signal", "tabular", "points", "text"]
 SPLITS = ("train", "val", "test")
 
 
@@ -32,7 +32,8 @@ class Split:
 class Dataset:
     """Tensors of one dataset, already normalised, split into train / val / test.
 
-    Images are float N×C×H×W, signals N×C×L, tabular and points N×D; labels are int64.
+    Images are float N×C×H×W, signals N×C×L, tabular and points N×D; text is int64 token ids N×L
+    (0 is padding; `vocabulary[i]` is token i, see `kdviz.data.text`); labels are int64.
     `normalization` holds the per-channel (or per-feature) `mean` and `std` that were
     subtracted/divided. Optional per-split extras: foreground `masks_*` (bool N×H×W),
     `privileged_*` inputs (seen only by a privileged teacher), `true_posterior_*` (N×K).
@@ -66,6 +67,7 @@ class Dataset:
     metadata_test: Any = None
     extra_splits: dict[str, Split] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    vocabulary: list[str] | None = None  # text only: token strings by id
 
     @property
     def num_classes(self) -> int:

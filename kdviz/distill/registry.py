@@ -104,6 +104,9 @@ class Batch:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     # Every teacher's logits for the batch, stacked M×B×K (teacher order of the run); None without teachers.
     teacher_logits_all: torch.Tensor | None = None
+    # Set by a method whose `forward` computes the student's logits for some classes only (B×S class ids,
+    # e.g. sampled KD via `KDModel.subset_logits`): its logits are B×S, column j is class logit_classes[:, j].
+    logit_classes: torch.Tensor | None = None
 
 
 @dataclass
@@ -186,7 +189,8 @@ class Method:
 
     def forward(self, ctx: TrainContext, batch: Batch) -> torch.Tensor:
         """The student's training forward pass; methods that need intermediate features override it
-        to tap them (into `batch.student_features`) on the same graph as the logits."""
+        to tap them (into `batch.student_features`) on the same graph as the logits. A method may
+        return the logits of a subset of classes only (B×S), naming them in `batch.logit_classes`."""
         return ctx.student(batch.x)
 
     def loss_terms(self, ctx: TrainContext, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:

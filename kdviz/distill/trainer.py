@@ -537,7 +537,10 @@ def _epoch(session: _Session, epoch: int, cancel: CancelFn | None) -> dict[str, 
         with torch.no_grad():
             for name, value in terms.items():
                 term_sums[name] = term_sums.get(name, 0.0) + value.detach() * len(index)
-            correct += (logits.argmax(dim=1) == batch.y).sum()
+            predicted = logits.argmax(dim=1)
+            if batch.logit_classes is not None:  # logits of a class subset: the best class among those computed
+                predicted = batch.logit_classes.gather(1, predicted.unsqueeze(1)).squeeze(1)
+            correct += (predicted == batch.y).sum()
         seen += len(index)
         s.step += 1
         if cancel is not None and cancel():

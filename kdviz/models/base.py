@@ -38,6 +38,23 @@ class KDModel(nn.Module):
         """Penultimate features (the input of `head`)."""
         return self.body(x)
 
+    def has_linear_head(self) -> bool:
+        """True when the logits are `head(embed(x))` with `head` one `nn.Linear` (the forward not overridden),
+        so `subset_logits` can compute a few classes' logits."""
+        return isinstance(getattr(self, "head", None), nn.Linear) and type(self).forward is KDModel.forward
+
+    def subset_logits(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Logits of the given classes only, B×S, from penultimate `features` (B×H) and class ids `classes` (B×S).
+
+        Uses the head's weight rows and biases of those classes: the cost grows with S, not the class count.
+        Equal to `self.head(features).gather(1, classes)`; needs a linear head (`has_linear_head`).
+        """
+        if not self.has_linear_head():
+            raise TypeError(f"{type(self).__name__} has no final linear head: compute full logits and gather them")
+        rows = self.head.weight[classes]  # B×S×H
+        logits = torch.einsum("bsh,bh->bs", rows, features)
+        return logits if self.head.bias is None else logits + self.head.bias[classes]
+
     def feature_layers(self) -> OrderedDict[str, nn.Module]:
         """Ordered mapping name -> module of the feature layers, shallow to deep."""
         modules = dict(self.named_modules())

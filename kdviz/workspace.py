@@ -8,6 +8,8 @@ shared, so callers must not modify it. Hook-based analyses must hold
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +28,9 @@ from kdviz.store import RunRecord, RunStore
 
 T = TypeVar("T")
 ROLE_ORDER = ("teacher", "scratch", "distilled", "self")
+#: Seconds a listing of the store is reused while the store's stamp is unchanged (a page view lists
+#: the runs several times; thirty students opening a page at once share one listing).
+LISTING_SECONDS = 2.0
 SELF_METHODS = frozenset(
     {"ps_kd", "sd_dropout", "embedding_self_kd", "srdl", "tf_kd_self", "byot", "multi_branch", "self_kd_ambiguity"}
 )
@@ -74,6 +79,11 @@ class Selection:
         return {role: run for role, run in self.roles.items() if role != "teacher"}
 
 
+def _dataset_name(spec: Any) -> Any:
+    """A config's dataset name (a spec dict's "name", or the value itself), as the store's index files it."""
+    return spec.get("name") if isinstance(spec, dict) else spec
+
+
 def _own_pair_roles(runs: list[RunRecord]) -> dict[str, str]:
     """The roles of a saved own pair (`kdviz.Pair.save`): its teacher, student (distilled) and scratch runs."""
     names = {"teacher": "teacher", "student": "distilled", "scratch": "scratch"}
@@ -91,6 +101,9 @@ class Workspace:
         self.samples_dir = samples_dir
         self._models = BoundedCache(max_models)
         self._arrays = BoundedCache(max_arrays)
+        self._listing_lock = threading.Lock()
+        self._listing: tuple[Any, float, list[RunRecord]] | None = None
+        self._records: dict[str, tuple[Any, float, RunRecord]] = {}
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -98,15 +111,40 @@ class Workspace:
         """Import the shipped sample runs that the store lacks (idempotent)."""
         return install_samples(self.store, self.samples_dir)
 
+    def _fresh(self, entry: tuple[Any, float, Any] | None, stamp: Any) -> bool:
+        return entry is not None and entry[0] == stamp and time.monotonic() - entry[1] < LISTING_SECONDS
+
     def record(self, run_id: str) -> RunRecord:
+        """The stored run `run_id` (shared: do not modify), re-read when the store changes."""
+        stamp = self.store.stamp()
+        with self._listing_lock:
+            entry = self._records.get(run_id)
+        if self._fresh(entry, stamp):
+            return entry[2]
         record = self.store.get(run_id)
         if record is None:
             raise WorkspaceError(f"no run {run_id!r}: it may have been deleted — pick another run")
+        with self._listing_lock:
+            if len(self._records) > 4 * self._models.size:
+                self._records.clear()
+            self._records[run_id] = (stamp, time.monotonic(), record)
         return record
 
     def runs(self, dataset: str | None = None) -> list[RunRecord]:
-        """Finished runs (newest first), optionally of one dataset."""
-        return self.store.list(dataset=dataset) if dataset else self.store.list()
+        """Finished runs (newest first), optionally of one dataset (shared records: do not modify).
+
+        The listing is read once and reused while the store's `stamp` is unchanged, for at most
+        `LISTING_SECONDS`, so damage to a run's files is still noticed within seconds.
+        """
+        stamp = self.store.stamp()
+        with self._listing_lock:
+            entry = self._listing
+            if not self._fresh(entry, stamp):
+                entry = self._listing = (stamp, time.monotonic(), self.store.list())
+        records = entry[2]
+        if not dataset:
+            return list(records)
+        return [r for r in records if _dataset_name(r.config.get("dataset")) == dataset]
 
     def datasets(self) -> list[str]:
         """Names of datasets that have at least one run, sample datasets first."""
@@ -210,3 +248,6 @@ class Workspace:
         """Drop the cached models and arrays (after a run is deleted); they are rebuilt on demand."""
         self._models.clear()
         self._arrays.clear()
+        with self._listing_lock:
+            self._listing = None
+            self._records.clear()

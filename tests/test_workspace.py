@@ -87,3 +87,29 @@ def test_workspace_without_samples(tmp_path: Path):
     empty = Workspace(RunStore(tmp_path), samples_dir=tmp_path / "none")
     assert empty.install_samples() == []
     assert empty.datasets() == []
+
+
+def test_listing_is_reused_until_the_store_changes(tmp_path, monkeypatch):
+    """Thirty sessions listing the runs at once share one read; a save or delete shows at once."""
+    from kdviz import workspace as workspace_module
+    from kdviz.store import RunStore
+    from kdviz.workspace import Workspace
+
+    store = RunStore(tmp_path / "home")
+    ws = Workspace(store, samples_dir=tmp_path / "no-samples")
+    calls = []
+    original = store.list
+    monkeypatch.setattr(store, "list", lambda **kw: calls.append(kw) or original(**kw))
+    assert ws.runs() == [] and ws.runs("shapes") == []
+    assert len(calls) == 1
+    config = {"dataset": {"name": "moons"}, "student": "mlp-s", "method": "ce", "seed": 0, "epochs": 1}
+    before = store.stamp()
+    run_id = store.save(config, [{"epoch": 1, "train_loss": 1.0}], {"test_acc": 0.5}, {}).id
+    assert store.stamp() != before
+    assert [r.id for r in ws.runs("moons")] == [run_id] and len(calls) == 2
+    assert ws.record(run_id).id == run_id
+    store.delete(run_id)
+    assert ws.runs() == [] and len(calls) == 3
+    monkeypatch.setattr(workspace_module, "LISTING_SECONDS", 0.0)  # expired: read again even if unchanged
+    ws.runs()
+    assert len(calls) == 4

@@ -4,10 +4,15 @@ No Streamlit and no training here; pages call these builders and show the figure
 (`home`, `lesson` for Dark knowledge, `calibration`, `representations`, `attributions`, `divergence`,
 `explanation`, `papers`, `runs`); every builder is re-exported here. Shared colours, layout and download helpers
 live in `kdviz.plots.style`.
+
+The page builders exported here are memoised by the contents of their inputs (`kdviz.plots._memo`):
+thirty sessions opening one view build each figure once. Their figures are shared — do not modify them;
+pass options to the builder instead. The modules' own functions (`kdviz.plots.calibration.…`) are not cached.
 """
 
 # ruff: noqa: F401  (this file only re-exports the public API)
 
+from kdviz.plots._memo import memoised
 from kdviz.plots.attributions import agreement_histogram, attribution_grid, attribution_lines, localization_bars
 from kdviz.plots.calibration import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
 from kdviz.plots.divergence import (
@@ -46,3 +51,15 @@ from kdviz.plots.style import (
     series_styles,
     table_csv,
 )
+
+_PAGE_BUILDERS = (
+    "agreement_histogram", "attribution_grid", "attribution_lines", "localization_bars",
+    "confidence_histogram", "metric_intervals", "posterior_comparison", "reliability_diagram",
+    "decision_boundary", "divergence_scatter", "neighbour_gallery", "probability_comparison", "slice_bars",
+    "slice_checkpoint_lines", "metric_bars", "tradeoff_lines", "class_similarity_heatmap", "dkd_split_bars",
+    "logit_gradient_bars", "loss_curve", "sample_input_figure", "soft_target_bars", "paired_differences",
+    "verdict_bars", "cka_heatmap", "concept_map", "projection_scatter", "tcav_bars", "headline_bars",
+    "learning_curves", "loss_term_curves", "parallel_coordinates",
+)  # fmt: skip
+for _name in _PAGE_BUILDERS:
+    globals()[_name] = memoised(globals()[_name])

@@ -164,6 +164,7 @@ class RunStore:
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "index.sqlite"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._writes = 0  # write transactions committed by this object (part of `stamp`)
         self._create_index()
         if recover:
             self.recover()
@@ -203,6 +204,7 @@ class RunStore:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+            self._writes += 1
 
     def _create_index(self) -> None:
         with self._connect() as connection:
@@ -224,6 +226,23 @@ class RunStore:
             for statement in _SCHEMA:
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+
+    def stamp(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of the store's contents (a few `stat` calls, no reads).
+
+        It changes when this object commits a write, and when any process adds, deletes or renames
+        a run (the runs folder's and the index's modification times and sizes, its WAL included).
+        File-system clocks are coarse, so callers that cache on it should also expire entries after
+        a few seconds (as `Workspace` does).
+        """
+        parts: list[Any] = [self._writes]
+        for path in (self.runs_dir, self.index_path, self.index_path.with_name(self.index_path.name + "-wal")):
+            try:
+                status = path.stat()
+                parts.append((status.st_mtime_ns, status.st_size))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
 
     def _has_row(self, run_id: str) -> bool:
         with self._connect() as connection:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from kdviz.analysis import DIVERGENCE_CATEGORIES
+from kdviz.data.shapes import EDITABLE_FACTORS, SHAPE_NAMES
 from kdviz.plots import (
     attribution_grid,
     attribution_lines,
@@ -13,6 +14,8 @@ from kdviz.plots import (
     slice_bars,
     slice_checkpoint_lines,
 )
+from kdviz.plots.divergence import counterfactual_bars, counterfactual_images, factor_sweep_lines
+from kdviz.views import counterfactual as cfv
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
 from ui.state import ROLE_TITLES, from_url, lesson_mode, require_selection, to_url, workspace
@@ -343,3 +346,171 @@ if drill is not None:
             table(drill.neighbours, key="div_neighbours_table", name=f"neighbours-{drill.index}")
             agree = int((drill.neighbours["label"] == drill.label).sum())
             st.caption(f"{agree} of {len(drill.neighbours)} neighbours share the sample's true class.")
+
+
+# -- counterfactuals: edit the sample (a generating factor of a shapes image, or feature values) and watch
+st.subheader("Counterfactuals: change the sample, watch every model")
+cf_roles = {"teacher": teacher_id, **{role: selection.roles[role] for role in students}}
+cf_names = {role: ROLE_TITLES.get(role, role) for role in cf_roles}
+cf_colours = {cf_names[role]: role for role in cf_roles}
+cf_kind = None
+with guard("check which counterfactuals this data allows"):
+    cf_kind = cfv.counterfactual_kind(ws, teacher_id)
+if cf_kind is None:
+    st.info(
+        "Counterfactual edits work on `shapes` (re-rendered from each image's generating factors) and on tabular "
+        "or point data (feature sliders); this dataset is neither."
+    )
+elif cf_kind == "shapes":
+    st.caption(
+        "The test image is re-rendered from its recorded factors with one of them changed; everything else "
+        "(shape, clutter, noise pattern) stays as drawn, so with no change it is exactly the test image."
+    )
+    cf_controls = st.columns([1, 2])
+    with cf_controls[0]:
+        factors = list(EDITABLE_FACTORS)
+        from_url("div_cf_factor", "size", valid=factors)
+        factor = st.selectbox(
+            "Factor", factors, key="div_cf_factor", format_func=lambda f: f"{f} · {EDITABLE_FACTORS[f]}"
+        )
+        to_url("div_cf_factor")
+    cf_value = None
+    with cf_controls[1], guard("read the sample's factors"):
+        recorded = cfv.original_factors(ws, teacher_id, int(sample))[factor]
+        low, high = cfv.FACTOR_RANGES[factor]
+        if factor == "cue":
+            cues = [float(v) for v in range(int(low), int(high) + 1)]
+            cf_value = st.select_slider(
+                "New value", cues, value=recorded, key=f"div_cf_value_{factor}_{sample}",
+                format_func=lambda v: "no cue" if v < 0 else f"{SHAPE_NAMES[int(v)]} cue",
+            )  # fmt: skip
+        else:
+            step = {"rotation": 1.0, "hue": 1.0, "clutter": 0.05, "noise": 0.05}.get(factor, 0.1)
+            shown_value = min(max(round(recorded / step) * step, low), high)
+            picked_value = st.slider(
+                f"New value (this sample: {recorded:.3g})", low, high, float(shown_value), step,
+                key=f"div_cf_value_{factor}_{sample}",
+            )  # fmt: skip
+            # the slider's starting point is the recorded value, rounded to the step: left there, it means no change
+            cf_value = recorded if abs(picked_value - shown_value) < step / 2 else picked_value
+    edit = None
+    if cf_value is not None:
+        with guard("re-render and re-evaluate the edited sample"):
+            edit = cfv.edit_image(ws, cf_roles, int(sample), factor, float(cf_value))
+    if edit is not None:
+        left, right = st.columns([1, 1])
+        with left:
+            chart(
+                counterfactual_images(
+                    edit.original_image, edit.edited_image,
+                    labels=(f"original ({factor} {edit.original_value:.3g})", f"edited ({factor} {edit.value:.3g})"),
+                ),
+                key="div_cf_images", name=f"counterfactual-{edit.index}",
+            )  # fmt: skip
+        with right:
+            chart(
+                counterfactual_bars(
+                    {cf_names[r]: p for r, p in edit.original_probs.items()},
+                    {cf_names[r]: p for r, p in edit.edited_probs.items()},
+                    edit.class_names, edit.label, roles=cf_colours,
+                ),
+                key="div_cf_bars", name=f"counterfactual-probabilities-{edit.index}",
+            )  # fmt: skip
+        table(
+            edit.table().assign(model=lambda t: t["model"].map(cf_names)), key="div_cf_table",
+            name=f"counterfactual-{edit.index}",
+            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("p(true) original",
+                           "p(true) edited", "change")},
+        )  # fmt: skip
+        st.button(
+            f"Explain: Grad-CAM of the edit and a sweep of {factor}",
+            key="div_cf_explain",
+            type="primary",
+            on_click=lambda: st.session_state.update(div_cf_explained=True),
+            help="Grad-CAM of every model on both images, and every model's probability of the true class as the "
+            "factor sweeps its range. Computed once per sample and factor, then shared with every user.",
+        )
+        if st.session_state.get("div_cf_explained"):
+            with guard("explain the edit"), st.spinner("Grad-CAM and the factor sweep…"):
+                cams = cfv.edit_cams(ws, cf_roles, edit.index, factor, edit.value)
+                if cams:
+                    chart(
+                        counterfactual_images(
+                            edit.original_image, edit.edited_image, {cf_names[r]: m for r, m in cams.items()},
+                            labels=("original", "edited"), title="Grad-CAM of the true class, before and after",
+                        ),
+                        key="div_cf_cams", name=f"counterfactual-gradcam-{edit.index}",
+                    )  # fmt: skip
+                sweep, leaves = cfv.sweep_factor(ws, cf_roles, edit.index, factor)
+                ticks = {v: ("none" if v < 0 else SHAPE_NAMES[int(v)]) for v in cfv.sweep_values("cue")}
+                chart(
+                    factor_sweep_lines(
+                        sweep.assign(model=sweep["model"].map(cf_names)), factor=factor,
+                        original_value=edit.original_value, leaves_at={cf_names[r]: v for r, v in leaves.items()},
+                        roles=cf_colours, tick_labels=ticks if factor == "cue" else None,
+                        title=f"Sweeping {factor}: where does a student leave the teacher?",
+                    ),
+                    key="div_cf_sweep", name=f"factor-sweep-{edit.index}-{factor}",
+                )  # fmt: skip
+                said = [
+                    f"**{cf_names[r]}** leaves the teacher at {factor} = {v:.3g}" if v is not None
+                    else f"**{cf_names[r]}** stays within {cfv.DIVERGENCE_GAP:.0%} of the teacher"
+                    for r, v in leaves.items()
+                ]  # fmt: skip
+                st.markdown(" · ".join(said) + f" (|Δp(true)| > {cfv.DIVERGENCE_GAP} counts as leaving).")
+else:
+    st.caption(
+        "Move the features (in the data's units; ranges from the training split) and every model is evaluated "
+        "on the edited point. The nearest counterfactual is the closest training example (Euclidean, in "
+        "training standard deviations) that the teacher or the student predicts differently."
+    )
+    point = None
+    with guard("read the sample's features"):
+        ranges = cfv.feature_ranges(ws, teacher_id)
+        start = cfv.sample_point(ws, teacher_id, int(sample))
+        point = start.copy()
+        slider_columns = st.columns(min(3, len(ranges)))
+        for j, row in enumerate(ranges.itertuples()):
+            low, high = min(float(row.min), start[j]), max(float(row.max), start[j])
+            step = (high - low) / 200 or 1.0
+            with slider_columns[j % len(slider_columns)]:
+                point[j] = st.slider(
+                    str(row.feature), low, high, float(start[j]), step, key=f"div_cf_feature_{j}_{sample}",
+                    format="%.4g",
+                )  # fmt: skip
+    if point is not None:
+        with guard("evaluate the edited point"):
+            moved = cfv.evaluate_point(ws, cf_roles, point)
+            label = int(ws.labels(teacher_id)[int(sample)])
+            original = {cf_names[r]: ws.probs(rid)[int(sample)] for r, rid in cf_roles.items()}
+            chart(
+                counterfactual_bars(
+                    original, {cf_names[r]: p for r, p in moved.probs.items()}, class_names, label,
+                    roles=cf_colours, title="Probability of the true class: the sample and the edited point",
+                ),
+                key="div_cf_point_bars", name=f"counterfactual-point-{sample}",
+            )  # fmt: skip
+            st.markdown(
+                "On the edited point: "
+                + " · ".join(f"{cf_names[r]} predicts **{class_names[k]}**" for r, k in moved.predictions().items())
+            )
+        with guard("find the nearest counterfactual"):
+            pair = {"teacher": teacher_id, student_role: student_id}
+            nearest = cfv.nearest_training_counterfactual(
+                ws, pair, cfv.FeatureEdit(moved.point, {r: moved.probs[r] for r in pair})
+            )
+            if nearest is None:
+                st.info("Every training example is predicted like the edited point by both models.")
+            else:
+                st.markdown(
+                    f"**Nearest counterfactual:** training example #{nearest.train_index}, "
+                    f"{nearest.distance:.3f} training standard deviations away"
+                )
+                diff_columns = st.columns([3, 2])
+                with diff_columns[0]:
+                    table(nearest.features, key="div_cf_nearest", name=f"nearest-counterfactual-{sample}")
+                with diff_columns[1]:
+                    table(
+                        nearest.predictions.assign(model=lambda t: t["model"].map(cf_names)),
+                        key="div_cf_nearest_predictions", name=f"nearest-counterfactual-predictions-{sample}",
+                    )  # fmt: skip

@@ -24,7 +24,10 @@ from kdviz.plots.style import (
 )
 
 __all__ = [
+    "counterfactual_bars",
+    "counterfactual_images",
     "decision_boundary",
+    "factor_sweep_lines",
     "divergence_scatter",
     "neighbour_gallery",
     "probability_comparison",
@@ -409,3 +412,155 @@ def slice_checkpoint_lines(
     if percent:
         fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return apply_layout(fig, title=title, x_title="epoch (saved checkpoint)", y_title=y_title)
+
+
+# --------------------------------------------------------------------------- counterfactuals
+
+
+def _raw_rgb(image: Any, name: str) -> np.ndarray:
+    """H×W×3 uint8 from a raw [0, 1] 3×H×W image (true colours: a colour edit must show as one)."""
+    arr = to_array(image, name, ndim=3)
+    if arr.shape[0] != 3:
+        raise ValueError(f"{name} must be a 3×H×W image with values in [0, 1], got shape {arr.shape}")
+    return np.round(np.clip(np.moveaxis(arr, 0, -1), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def counterfactual_images(
+    original: Any,
+    edited: Any,
+    cams: Mapping[str, Any] | None = None,
+    *,
+    labels: tuple[str, str] = ("original", "edited"),
+    title: str | None = "The sample and its edit",
+) -> go.Figure:
+    """The original and the edited image (raw [0, 1], 3×H×W) side by side, each with every model's
+    Grad-CAM (`cams`: name -> 2×H×W, original then edit) overlaid on it in a column of its own."""
+    images = [_raw_rgb(original, "original"), _raw_rgb(edited, "edited")]
+    if images[0].shape != images[1].shape:
+        raise ValueError(f"original and edited must have one shape, got {images[0].shape} and {images[1].shape}")
+    maps = {name: to_array(value, f"cams[{name!r}]", ndim=3) for name, value in (cams or {}).items()}
+    for name, value in maps.items():
+        if value.shape != (2, *images[0].shape[:2]):
+            raise ValueError(f"cams[{name!r}] must have shape (2, H, W) (original, edit), got {value.shape}")
+    columns = ["image", *(f"{name} Grad-CAM" for name in maps)]
+    fig = make_subplots(
+        rows=2, cols=len(columns), subplot_titles=columns + [""] * len(columns),
+        horizontal_spacing=0.02, vertical_spacing=0.05,
+    )  # fmt: skip
+    height, width = images[0].shape[:2]
+    for row, (label, image) in enumerate(zip(labels, images), start=1):
+        fig.add_trace(go.Image(z=image, name=label, hoverinfo="skip"), row=row, col=1)
+        for col, (name, values) in enumerate(maps.items(), start=2):
+            peak = float(values.max()) or 1.0  # one scale per model: original and edit compare directly
+            fig.add_trace(go.Image(z=image, hoverinfo="skip", opacity=0.55), row=row, col=col)
+            fig.add_trace(
+                go.Heatmap(
+                    z=values[row - 1], zmin=0.0, zmax=peak, colorscale="Inferno", opacity=0.6, showscale=False,
+                    name=f"{name}, {label}",
+                    hovertemplate=f"<b>{name}</b> · {label}<br>x %{{x}}, y %{{y}}<br>"
+                    "Grad-CAM %{z:.3g}<extra></extra>",
+                ),
+                row=row, col=col,
+            )  # fmt: skip
+    for row in (1, 2):
+        for col in range(1, len(columns) + 1):
+            anchor = fig.get_subplot(row, col).xaxis.plotly_name.replace("axis", "")
+            fig.update_xaxes(visible=False, range=[-0.5, width - 0.5], constrain="domain", row=row, col=col)
+            fig.update_yaxes(
+                range=[height - 0.5, -0.5], scaleanchor=anchor, constrain="domain", showticklabels=False,
+                showgrid=False, zeroline=False, visible=col == 1, title_text=labels[row - 1] if col == 1 else None,
+                row=row, col=col,
+            )  # fmt: skip
+    fig = apply_layout(fig, title=title, x_title=None, y_title=None, legend="none")
+    fig.update_layout(height=2 * 170 + 90)
+    return fig
+
+
+def counterfactual_bars(
+    original: Mapping[str, Any],
+    edited: Mapping[str, Any],
+    class_names: Sequence[str],
+    true_class: int,
+    *,
+    roles: Mapping[str, str] | None = None,
+    title: str | None = "Probability of the true class, before and after the edit",
+) -> go.Figure:
+    """Per model, its probability of `true_class` on the original (hatched) and the edited sample (solid);
+    hover tells each one's predicted class. `original` / `edited`: name -> probability vector."""
+    classes = [str(c) for c in class_names]
+    if not (is_int(true_class) and 0 <= int(true_class) < len(classes)):
+        raise ValueError(f"true_class must be a class index in 0..{len(classes) - 1}, got {true_class!r}")
+    missing = sorted(set(original) ^ set(edited))
+    if missing:
+        raise ValueError(f"original and edited must name the same models; only one names {', '.join(missing)}")
+    names = list(original)
+    styles = series_styles(names, roles)
+    fig = go.Figure()
+    for which, probs, pattern in (("original", original, "/"), ("edited", edited, "")):
+        vectors = [probability_vector(probs[n], f"{which}[{n!r}]", len(classes)) for n in names]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[float(p[int(true_class)]) for p in vectors],
+                name=which,
+                customdata=[classes[int(np.argmax(p))] for p in vectors],
+                marker=dict(color=[styles[n].color for n in names], pattern=dict(shape=pattern)),
+                hovertemplate=f"<b>%{{x}}</b> · {which}<br>p({classes[int(true_class)]}) %{{y:.3f}}"
+                "<br>predicts %{customdata}<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1])
+    return apply_layout(fig, title=title, x_title=None, y_title=f"p({classes[int(true_class)]})")
+
+
+def factor_sweep_lines(
+    sweep: pd.DataFrame,
+    *,
+    factor: str,
+    original_value: float | None = None,
+    leaves_at: Mapping[str, float | None] | None = None,
+    roles: Mapping[str, str] | None = None,
+    tick_labels: Mapping[float, str] | None = None,
+    title: str | None = "Probability of the true class along the factor",
+) -> go.Figure:
+    """One line per model of a `kdviz.analysis.factor_sweep` (`value`, `model`, `p_true`).
+
+    `original_value` draws a dotted line at the sample's own value; `leaves_at` (model -> value or
+    None, see `first_divergence`) marks where each student's curve first leaves the teacher's with a
+    large open circle. `tick_labels` names discrete values (e.g. cue -1 -> "none").
+    """
+    require_columns(sweep, ["value", "model", "p_true"], "sweep", " (pass factor_sweep output)")
+    models = list(dict.fromkeys(sweep["model"].astype(str)))
+    styles = series_styles(models, roles)
+    fig = go.Figure()
+    for name in models:
+        rows = sweep[sweep["model"].astype(str) == name].sort_values("value")
+        style = styles[name]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["value"].to_numpy(float), y=rows["p_true"].to_numpy(float), name=name, mode="lines+markers",
+                line=dict(color=style.color, dash=style.dash, width=2), marker=dict(symbol=style.symbol, size=7),
+                hovertemplate=f"<b>{name}</b><br>{factor} %{{x:.3g}}<br>p(true) %{{y:.3f}}<extra></extra>",
+            )
+        )  # fmt: skip
+        where = (leaves_at or {}).get(name)
+        if where is not None:
+            point = rows[np.isclose(rows["value"].to_numpy(float), float(where))]
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(where)], y=point["p_true"].to_numpy(float)[:1], mode="markers", showlegend=False,
+                    name=f"{name} leaves the teacher",
+                    marker=dict(symbol="circle-open", size=18, line=dict(width=2.5, color=style.color)),
+                    hovertemplate=f"<b>{name}</b> leaves the teacher at {factor} %{{x:.3g}}<extra></extra>",
+                )
+            )  # fmt: skip
+    if original_value is not None:
+        fig.add_vline(
+            x=float(original_value), line=dict(color=NEUTRAL_COLOR, dash="dot", width=1.5),
+            annotation_text="this sample", annotation_position="top",
+        )  # fmt: skip
+    if tick_labels:
+        fig.update_xaxes(tickmode="array", tickvals=list(tick_labels), ticktext=list(tick_labels.values()))
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return apply_layout(fig, title=title, x_title=factor, y_title="probability of the true class")

@@ -70,3 +70,68 @@ def test_slice_bars_draw_each_role_with_its_colour_and_interval() -> None:
     lines = slice_checkpoint_lines(epochs)
     assert [t.name for t in lines.data] == ["all test samples", "R1"]
     assert list(lines.data[1].x) == [1, 2] and list(lines.data[1].y) == [0.6, 0.5]
+
+
+# --------------------------------------------------------------------------- counterfactual figures
+
+
+def test_counterfactual_images_show_true_colours_and_one_cam_scale_per_model() -> None:
+    from kdviz.plots.divergence import counterfactual_images
+
+    original = np.zeros((3, 4, 4), dtype=np.float32)
+    original[0] = 1.0  # pure red
+    edited = original.copy()
+    edited[:, 0, 0] = 0.5
+    cams = {"Teacher": np.stack([np.ones((4, 4)), 2 * np.ones((4, 4))])}
+    fig = counterfactual_images(original, edited, cams, labels=("original", "size 6"))
+    images = [t for t in fig.data if isinstance(t, go.Image)]
+    assert images[0].z[1][1].tolist() == [255, 0, 0]  # raw [0, 1] colours, not min–max scaled
+    assert images[2].z[0][0].tolist() == [128, 128, 128]
+    heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert [h.zmax for h in heatmaps] == [2.0, 2.0]  # original and edit share the model's scale
+    assert [a.text for a in fig.layout.annotations][:2] == ["image", "Teacher Grad-CAM"]
+    assert len(counterfactual_images(original, edited).data) == 2  # no CAMs: just the two images
+    with pytest.raises(ValueError, match=r"cams\['Teacher'\] must have shape \(2, H, W\)"):
+        counterfactual_images(original, edited, {"Teacher": np.ones((1, 4, 4))})
+    with pytest.raises(ValueError, match="3×H×W"):
+        counterfactual_images(original[:1], edited)
+
+
+def test_counterfactual_bars_show_the_true_class_probability_before_and_after() -> None:
+    from kdviz.plots.divergence import counterfactual_bars
+
+    before = {"Teacher": [0.7, 0.2, 0.1], "Student": [0.4, 0.5, 0.1]}
+    after = {"Teacher": [0.2, 0.7, 0.1], "Student": [0.1, 0.8, 0.1]}
+    fig = counterfactual_bars(before, after, ["a", "b", "c"], 0, roles={"Student": "distilled"})
+    assert [t.name for t in fig.data] == ["original", "edited"]
+    assert list(fig.data[0].y) == [0.7, 0.4] and list(fig.data[1].y) == [0.2, 0.1]
+    assert list(fig.data[1].customdata) == ["b", "b"]  # predicted classes after the edit
+    with pytest.raises(ValueError, match="same models"):
+        counterfactual_bars(before, {"Teacher": [1, 0, 0]}, ["a", "b", "c"], 0)
+    with pytest.raises(ValueError, match="true_class"):
+        counterfactual_bars(before, after, ["a", "b", "c"], 3)
+
+
+def test_factor_sweep_lines_mark_where_a_student_leaves() -> None:
+    import pandas as pd
+
+    from kdviz.plots.divergence import factor_sweep_lines
+
+    sweep = pd.DataFrame(
+        {
+            "value": [-1.0, 0.0, 1.0] * 2,
+            "model": ["Teacher"] * 3 + ["Student"] * 3,
+            "p_true": [0.9, 0.9, 0.8, 0.9, 0.3, 0.2],
+        }
+    )
+    fig = factor_sweep_lines(
+        sweep, factor="cue", original_value=-1.0, leaves_at={"Student": 0.0}, tick_labels={-1.0: "none", 0.0: "circle"}
+    )
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["Teacher", "Student"]
+    marker = [t for t in fig.data if t.name == "Student leaves the teacher"][0]
+    assert list(marker.x) == [0.0] and list(marker.y) == [0.3]
+    assert list(fig.layout.xaxis.ticktext) == ["none", "circle"]
+    assert fig.layout.shapes[0].x0 == -1.0  # the sample's own value
+    with pytest.raises(ValueError, match="p_true"):
+        factor_sweep_lines(sweep.drop(columns="p_true"), factor="cue")

@@ -168,6 +168,11 @@ def _build_parser() -> argparse.ArgumentParser:
     shortcut.add_arguments(
         experiments.add_parser("shortcut", help="explanation-guided KD against a spurious cue (shapes)")
     )
+    from kdviz.experiments import seqkd
+
+    seqkd.add_arguments(
+        experiments.add_parser("seqkd", help="word- vs sequence-level KD vs scratch on a toy translation task")
+    )
 
     from kdviz.experiments import papers
 
@@ -556,6 +561,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(f"{info.name:<14} {info.input_kind:<8} {info.description}")
         if options:
             print(f"{'':<24}options: {options}")
+    seq2seq = "toy parallel corpus for seq2seq (`kdviz experiment seqkd`; not a classification set)"
+    print(f"{'translation':<14} {'text':<8} {seq2seq}")
     return 0
 
 
@@ -648,6 +655,10 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    if args.experiment == "seqkd":
+        from kdviz.experiments import seqkd
+
+        return seqkd.run_command(args)
     from kdviz.experiments import shortcut
 
     return shortcut.run_command(args)

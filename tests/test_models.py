@@ -27,9 +27,23 @@ SHAPES = {
     "signal": (1, 40),
     "points": (2,),
     "tabular": (13,),
+    "text": (16,),
 }
-KINDS = {"rgb32": "image", "digits": "image", "signal": "signal", "points": "points", "tabular": "tabular"}
-FITS = {"mlp": list(SHAPES), "cnn": ["rgb32", "digits"], "resnet": ["rgb32", "digits"], "cnn1d": ["signal"]}
+KINDS = {
+    "rgb32": "image",
+    "digits": "image",
+    "signal": "signal",
+    "points": "points",
+    "tabular": "tabular",
+    "text": "text",
+}
+FITS = {
+    "mlp": [k for k in SHAPES if k != "text"],
+    "cnn": ["rgb32", "digits"],
+    "resnet": ["rgb32", "digits"],
+    "cnn1d": ["signal"],
+    "text": ["text"],
+}
 ARCHES = (
     "mlp, cnn, cnn1d, external, cnn_exits, cnn_branches, cnn1d_exits, cnn1d_branches, mlp_exits, mlp_branches, resnet"
 )
@@ -44,6 +58,8 @@ def fake_data(shape_key: str, num_classes: int = 5, name: str = "fake") -> Simpl
 
 
 def inputs(shape_key: str, n: int = 6) -> torch.Tensor:
+    if shape_key == "text":  # token ids, some of them padding (0)
+        return torch.randint(0, 50, (n, *SHAPES[shape_key]), generator=torch.Generator().manual_seed(1))
     return torch.randn(n, *SHAPES[shape_key], generator=torch.Generator().manual_seed(1))
 
 
@@ -69,6 +85,10 @@ def test_presets_cover_every_family() -> None:
         "cnn-s-branches",
         "cnn1d-s-branches",
         "mlp-64x2-branches",
+        "text-bag",
+        "text-cnn",
+        "text-gru",
+        "text-tf",
     ]
 
 
@@ -88,8 +108,9 @@ def test_list_models_filters_by_input_kind() -> None:
         multi[1],
     ]
     assert list_models("points") == list_models("tabular") == [*mlps, *multi]
-    with pytest.raises(ValueError, match="unknown input kind 'text'"):
-        list_models("text")
+    assert list_models("text") == ["text-bag", "text-cnn", "text-gru", "text-tf"]
+    with pytest.raises(ValueError, match="unknown input kind 'audio'"):
+        list_models("audio")
 
 
 @pytest.mark.parametrize(("name", "shape_key"), CASES)
@@ -118,7 +139,7 @@ def test_feature_layers_run_in_order_and_end_in_the_penultimate(name: str, shape
     for handle in handles:
         handle.remove()
     assert call_order == model.feature_layer_names
-    spatial_rank = {"cnn": 4, "resnet": 4, "cnn1d": 3, "mlp": 2}[model.spec["arch"].split("_")[0]]
+    spatial_rank = {"cnn": 4, "resnet": 4, "cnn1d": 3, "mlp": 2, "text": 3}[model.spec["arch"].split("_")[0]]
     for layer in model.feature_layer_names[:-1]:
         assert tap.features[layer].dim() == spatial_rank, layer
     penultimate = tap.features[model.feature_layer_names[-1]]
@@ -129,7 +150,7 @@ def test_feature_layers_run_in_order_and_end_in_the_penultimate(name: str, shape
 @pytest.mark.parametrize(("name", "shape_key"), CASES)
 def test_last_conv_layer_names_a_spatial_feature_layer(name: str, shape_key: str) -> None:
     model = build_model(name, fake_data(shape_key), seed=0)
-    if model.spec["arch"].startswith("mlp"):
+    if model.spec["arch"].startswith(("mlp", "text")):  # text: no Grad-CAM layer (token attributions instead)
         assert model.last_conv_layer is None
         return
     assert model.last_conv_layer == model.feature_layer_names[-2]

@@ -35,6 +35,7 @@ __all__ = [
     "nll",
     "overconfidence_on_ambiguous",
     "posterior_kl",
+    "posterior_tv",
     "reliability_bins",
     "TemperatureScaler",
 ]
@@ -349,6 +350,13 @@ def posterior_kl(true_posterior: Any, probs: Any) -> float:
     t, p = _posterior_pair(true_posterior, probs)
     log_ratio = np.log(np.clip(t, PROB_EPS, 1.0)) - np.log(np.clip(p, PROB_EPS, 1.0))
     return float(np.sum(np.where(t > 0, t * log_ratio, 0.0), axis=1).mean())
+
+
+def posterior_tv(true_posterior: Any, probs: Any) -> float:
+    """Mean total variation distance ½ Σ_k |true_k − model_k| (0: identical, 1: disjoint), e.g. to the
+    human label distribution of `sentiment`."""
+    t, p = _posterior_pair(true_posterior, probs)
+    return float(0.5 * np.abs(t - p).sum(axis=1).mean())
 
 
 def overconfidence_on_ambiguous(true_posterior: Any, probs: Any, threshold: float = 0.8) -> float:

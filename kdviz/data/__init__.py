@@ -1,6 +1,6 @@
 """Datasets: the registry of built-in data and validated loaders for users' files."""
 
-from kdviz.data import builtin, shapes  # noqa: F401  (importing registers the built-in datasets)
+from kdviz.data import builtin, shapes, text  # noqa: F401  (importing registers the built-in datasets)
 from kdviz.data.dataset import (
     Dataset,
     DatasetError,

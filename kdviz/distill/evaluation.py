@@ -59,12 +59,16 @@ def summarize(
 ) -> dict[str, Any]:
     """Headline numbers of a trained model: accuracy, calibration, agreement, size, cost.
 
+    Where the dataset knows each sample's label distribution (`true_posterior_*`), also the mean
+    KL(true ‖ model) and total variation to it (`*_posterior_kl`, `*_posterior_tv`).
+
     The model is evaluated in its own input view (`inputs`), each teacher in its own
     (`teacher_inputs`), on the same samples. With several teachers, `*_agreement` and
     `*_kl_to_teacher` are measured against the ensemble's mean probabilities and the summary
     says so with `teacher_ensemble_size`.
     """
-    from kdviz.analysis.calibration import ece, nll  # deferred: kdviz.analysis imports captum
+    # deferred: kdviz.analysis imports captum
+    from kdviz.analysis.calibration import ece, nll, posterior_kl, posterior_tv
     from kdviz.analysis.fidelity import kl_divergence
 
     references = teacher_list(teacher, teachers)
@@ -77,6 +81,8 @@ def summarize(
         summary["teacher_ensemble_size"] = len(references)
     splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
     splits.update({name: (s.x, s.y) for name, s in data.extra_splits.items()})
+    posteriors = {"val": data.true_posterior_val, "test": data.true_posterior_test}
+    posteriors.update({name: s.true_posterior for name, s in data.extra_splits.items()})
     for name, (x, y) in splits.items():
         logits = predict_logits(model, x)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -84,6 +90,9 @@ def summarize(
         summary[f"{name}_accuracy"] = accuracy(logits, y)
         summary[f"{name}_ece"] = float(ece(probs, labels))
         summary[f"{name}_nll"] = float(nll(probs, labels))
+        if posteriors[name] is not None:  # a known label distribution: gaussians' Bayes posterior, sentiment's humans
+            summary[f"{name}_posterior_kl"] = posterior_kl(posteriors[name].cpu().numpy(), probs)
+            summary[f"{name}_posterior_tv"] = posterior_tv(posteriors[name].cpu().numpy(), probs)
         teacher_x = [model_inputs(full, name, kind) for kind in kinds]
         if references and all(t is not None for t in teacher_x):
             stacked = torch.stack([predict_logits(t.to(device), tx) for t, tx in zip(references, teacher_x)])

@@ -10,10 +10,11 @@ import torch
 
 # Importing the families registers them.
 from kdviz.models import cnn, external, mlp, multiexit, resnet  # noqa: F401
+from kdviz.models import text as text_models  # noqa: F401
 from kdviz.models.base import KDModel
 from kdviz.models.registry import get_arch, list_archs
 
-INPUT_KINDS = ("image", "signal", "tabular", "points")
+INPUT_KINDS = ("image", "signal", "tabular", "points", "text")
 
 # Short specs; each resolves to the full dict of its family (defaults filled in).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -39,6 +40,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cnn-s-branches": {"arch": "cnn_branches", "width": 0.5, "convs_per_block": 2},
     "cnn1d-s-branches": {"arch": "cnn1d_branches", "width": 0.25},
     "mlp-64x2-branches": {"arch": "mlp_branches", "hidden": [64, 64]},
+    # Text (token ids); see kdviz.models.text.
+    "text-bag": {"arch": "text", "encoder": "bag", "dim": 32},
+    "text-cnn": {"arch": "text", "encoder": "cnn", "dim": 64},
+    "text-gru": {"arch": "text", "encoder": "gru", "dim": 64},
+    "text-tf": {"arch": "text", "encoder": "transformer", "dim": 64, "layers": 2},
 }
 
 # (teacher, student) per input kind, chosen for a visible capacity gap.
@@ -47,6 +53,7 @@ DEFAULT_PAIRS: dict[str, tuple[str, str]] = {
     "signal": ("cnn1d-l", "cnn1d-s"),
     "tabular": ("mlp-256x3", "mlp-16"),
     "points": ("mlp-256x3", "mlp-8"),
+    "text": ("text-gru", "text-bag"),
 }
 
 _MLP_PATTERN = re.compile(r"mlp-(\d+(?:x\d+)?(?:-\d+(?:x\d+)?)*)")

@@ -182,6 +182,9 @@ def fit_many(
         warnings.filterwarnings("ignore", message=".*performance drop.*batching rule.*")
         group = _Group.set_up(configs, dataset, teacher, teacher_inputs, device)
         first = configs[0]
+        if 0 in group.checkpoint_epochs:  # the initial weights, as the lone trainer stores them
+            for position in range(len(configs)):
+                group.checkpoints[position][0] = group.state(position)
         for epoch in range(1, first.epochs + 1):
             group.epoch(epoch, cancel)
             if progress is not None:

@@ -825,9 +825,10 @@ def _concept_metrics(run: Run, config: TrainConfig, dataset: Any, store: Any, op
         raise ValueError(f"{dataset.name} has no foreground masks; the concept test needs them (use shapes)")
     images, masks = x[:n].cpu(), masks[:n].bool().cpu()
     quantify = {"grid": int(options.get("grid", 8)), "steps": int(options.get("steps", 60))}
-    torch.manual_seed(config.seed)  # the trainer's initialisation, rebuilt: w_0
-    initial = build_model(config.student, dataset).eval()
-    models = {0: initial}
+    models = {}
+    if 0 not in run.checkpoints:  # not recorded: the trainer's initialisation rebuilt (tested equal to a recorded w_0)
+        torch.manual_seed(config.seed)
+        models[0] = build_model(config.student, dataset).eval()
     for epoch in run.checkpoints:
         model = build_model(config.student, dataset)
         model.load_state_dict(store.load_weights(run.id, epoch))

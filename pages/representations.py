@@ -220,10 +220,11 @@ else:
         if st.toggle(
             "Learning speed and stability over checkpoints",
             key="rep_dynamics",
-            help="Quantifies every saved checkpoint of every model (several seconds per model).",
+            help="Quantifies up to 11 saved checkpoints of every model (several seconds per model). A run trained "
+            "with checkpoints 0..epochs records the weights at initialisation and after every epoch: the paper's path.",
         ):
             with guard("follow the concepts over training"):
-                with st.spinner("Quantifying concepts at every checkpoint…"):
+                with st.spinner("Quantifying concepts at the saved checkpoints…"):
                     dynamics = {
                         names[r]: rep.concept_dynamics_for(ws, roles[r], concept_layer, indices) for r in concept_roles
                     }
@@ -244,8 +245,9 @@ else:
                     st.caption(
                         "D_mean: weight distance travelled until foreground concepts peak (small: learnt early); "
                         "D_std: spread over images (small: learnt together); ρ: share of foreground concepts ever "
-                        "found that the final model keeps (stability). Distances start at the first saved checkpoint."
+                        "found that the final model keeps (stability)."
                     )
+                st.caption(rep.dynamics_resolution(dynamics))
         state.to_url("rep_dynamics")
 
 # --------------------------------------------------------------------------- TCAV

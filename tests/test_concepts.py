@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz.analysis.concepts import HALF_LOG_2PIE, concept_dynamics, quantify_concepts, weight_path_length
+from kdviz.analysis.concepts import (
+    HALF_LOG_2PIE,
+    concept_dynamics,
+    path_resolution,
+    quantify_concepts,
+    weight_path_length,
+)
 
 FAST = {"grid": 4, "steps": 40, "n_noise_samples": 4, "lr": 0.1}
 
@@ -181,3 +187,59 @@ def test_result_does_not_depend_on_batch_size_and_noise_is_per_image():
     np.testing.assert_allclose(first_two.entropy_maps, together.entropy_maps[:2], atol=1e-5)
     with pytest.raises(ValueError, match="batch_size \\(images optimised together\\) must be positive"):
         quantify_concepts(model, images, masks, "conv", batch_size=0)
+
+
+# --------------------------------------------------------------------------- the weight path and its resolution
+
+
+def test_weight_path_length_of_three_vectors_by_hand_and_streamed():
+    # ‖w_0‖ = 5; ‖w_1 − w_0‖ = ‖(3, 4)‖ = 5 → 1.0; ‖w_2 − w_1‖ = ‖(0, −3)‖ = 3 → 0.6 more.
+    weights = [np.array([3.0, 4.0]), np.array([6.0, 8.0]), np.array([6.0, 5.0])]
+    np.testing.assert_allclose(weight_path_length(weights), [0.0, 1.0, 1.6])
+    np.testing.assert_allclose(weight_path_length(iter(weights)), [0.0, 1.0, 1.6])  # read one at a time
+    with pytest.raises(ValueError, match="empty"):
+        weight_path_length([])
+    with pytest.raises(ValueError, match="all zero"):
+        weight_path_length([np.zeros(2), np.ones(2)])
+
+
+def test_concept_dynamics_measures_distance_along_the_whole_path_between_quantified_epochs():
+    masks = _square_masks()
+    top = torch.zeros(16, 16)
+    top[4:8, 4:12] = 1.0
+    models = {0: PatternModel(top), 2: PatternModel(masks[0].float())}  # N_fg 2, then 4: peak at epoch 2
+    # w_0 → w_1 → w_2 goes out and back: the path is 1 + 1 = 2, the chord from w_0 to w_2 is 0.
+    weights = {0: np.array([3.0, 4.0]), 1: np.array([6.0, 8.0]), 2: np.array([3.0, 4.0])}
+    dynamics = concept_dynamics(models, _images(), masks, "conv", weights, **FAST)
+    assert dynamics.epochs == [0, 2] and dynamics.path_epochs == [0, 1, 2]
+    np.testing.assert_allclose(dynamics.path_distance, [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(dynamics.weight_distance, [0.0, 2.0])
+    assert dynamics.peak_epoch == [2, 2] and dynamics.d_mean == pytest.approx(2.0) and dynamics.d_std == 0.0
+    assert dynamics.resolution == (
+        "path over 2 epochs from initialisation; "
+        "N_fg at 2 of them (epochs 0, 2), so peaks are located at that resolution"
+    )
+    with pytest.raises(ValueError, match=r"no weights for epoch\(s\) 3"):
+        concept_dynamics({0: models[0], 3: models[2]}, _images(), masks, "conv", weights, **FAST)
+    with pytest.raises(ValueError, match="different orders"):
+        concept_dynamics({2: models[2], 0: models[0]}, _images(), masks, "conv", weights, **FAST)
+
+
+def test_path_resolution_names_the_path_and_the_epochs_with_concept_counts():
+    every = list(range(11))
+    assert path_resolution(every, every) == "path over 10 epochs from initialisation; N_fg at every epoch"
+    assert path_resolution([1, 3, 5, 8, 10], [1, 3, 5, 8, 10]) == (
+        "chords between 5 checkpoints, epoch 1 standing in for initialisation; N_fg at each checkpoint"
+    )
+    assert path_resolution([0, 5, 10], [0, 5, 10]) == (
+        "chords between 3 checkpoints from initialisation; N_fg at each checkpoint"
+    )
+    assert path_resolution(list(range(1, 11)), list(range(1, 11))) == (
+        "path over epochs 1–10, epoch 1 standing in for initialisation; N_fg at every epoch"
+    )
+    assert path_resolution(list(range(21)), [0, 2, 4, 6, 8, 10, 12]).endswith(
+        "(epochs 0, 2, 4, 6, 8, 10, …), so peaks are located at that resolution"
+    )
+    assert path_resolution([4], [4]).startswith("a single checkpoint (epoch 4)")
+    with pytest.raises(ValueError, match="empty"):
+        path_resolution([], [])

@@ -10,14 +10,16 @@ H(X̃) = Σ_i log σ_i + ½·log(2πe) per input value) while f(x̃) stays close
 Regions whose entropy stays clearly below the background's (by more than b) are regions the layer
 relies on: *visual concepts*. Concepts on the foreground (the object) are task-relevant, those on
 the background are not. Their counts N_fg, N_bg and the ratio N_fg / (N_fg + N_bg) compare a
-distilled student with a baseline; over checkpoints, the weight-path length until N_fg peaks
-(learning speed) and the share of foreground concepts kept to the end (stability) follow.
+distilled student with a baseline; over training, the weight-path length from the initial weights
+until N_fg peaks (learning speed) and the share of foreground concepts kept to the end (stability)
+follow. The paper's path runs through the weights of every epoch; `concept_dynamics` says in words
+(`ConceptDynamics.resolution`) whether a result had that path or chords between fewer checkpoints.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +32,14 @@ from kdviz.analysis._validate import as_numpy, check_finite
 from kdviz.analysis.attributions import eval_mode, model_device, model_dtype, module_lock
 from kdviz.models.hooks import FeatureTap
 
-__all__ = ["ConceptDynamics", "ConceptQuantification", "concept_dynamics", "quantify_concepts", "weight_path_length"]
+__all__ = [
+    "ConceptDynamics",
+    "ConceptQuantification",
+    "concept_dynamics",
+    "path_resolution",
+    "quantify_concepts",
+    "weight_path_length",
+]
 
 #: Differential entropy of N(0, 1) in nats: the entropy of one noisy input value is log σ + this.
 HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
@@ -292,7 +301,7 @@ def quantify_concepts(
     )
 
 
-# --------------------------------------------------------------------------- dynamics over checkpoints
+# --------------------------------------------------------------------------- dynamics over training
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -315,36 +324,79 @@ def _flat_weights(weights: Any, name: str) -> np.ndarray:
     return check_finite(flat, name)
 
 
-def weight_path_length(weights_by_epoch: Sequence[Any]) -> np.ndarray:
+def weight_path_length(weights_by_epoch: Iterable[Any]) -> np.ndarray:
     """Cumulative normalised weight distance: d_k = Σ_{j=1..k} ‖w_j − w_{j−1}‖ / ‖w_0‖ (d_0 = 0).
 
-    This is the paper's measure of how far optimisation has travelled by checkpoint k (its
-    learning-speed metric uses it up to the epoch where foreground concepts peak). Each entry is a
-    module, a state dict, or a flat array; entry 0 is w_0 (usually the initial weights).
+    This is the paper's measure of how far optimisation has travelled by epoch k (its
+    learning-speed metric reads it at the epoch where foreground concepts peak). Each entry is a
+    module, a state dict, or a flat array; entry 0 is w_0, the initial weights. With the weights
+    of every epoch it is the path the paper defines; with fewer it sums chords between them (a
+    shorter path: ‖a − c‖ ≤ ‖a − b‖ + ‖b − c‖). Entries are read one at a time, so a long path
+    needs the memory of two.
     """
-    flats = [_flat_weights(w, f"weights_by_epoch[{i}]") for i, w in enumerate(weights_by_epoch)]
-    if not flats:
+    distances = [0.0]
+    first = previous = None
+    norm0 = 0.0
+    for i, weights in enumerate(weights_by_epoch):
+        flat = _flat_weights(weights, f"weights_by_epoch[{i}]")
+        if first is None:
+            first, norm0 = flat, float(np.linalg.norm(flat))
+            if norm0 == 0:
+                raise ValueError("the first checkpoint's weights are all zero; cannot normalise by ‖w_0‖")
+        else:
+            if flat.size != first.size:
+                sizes = sorted({first.size, flat.size})
+                raise ValueError(f"checkpoints have different numbers of weights ({sizes}); are they one run?")
+            distances.append(distances[-1] + float(np.linalg.norm(flat - previous)) / norm0)
+        previous = flat
+    if first is None:
         raise ValueError("weights_by_epoch is empty")
-    sizes = {f.size for f in flats}
-    if len(sizes) > 1:
-        raise ValueError(f"checkpoints have different numbers of weights ({sorted(sizes)}); are they one run?")
-    norm0 = np.linalg.norm(flats[0])
-    if norm0 == 0:
-        raise ValueError("the first checkpoint's weights are all zero; cannot normalise by ‖w_0‖")
-    steps = [np.linalg.norm(b - a) / norm0 for a, b in zip(flats, flats[1:])]
-    return np.concatenate([[0.0], np.cumsum(steps)])
+    return np.asarray(distances)
+
+
+def path_resolution(path_epochs: Sequence[Any], concept_epochs: Sequence[Any]) -> str:
+    """In words, what a learning-speed number was computed over: the weight path and the epochs with N_fg.
+
+    ``path over 10 epochs from initialisation; N_fg at every epoch`` is the paper's resolution;
+    ``chords between 5 checkpoints, epoch 1 standing in for initialisation; N_fg at each checkpoint``
+    is what a run that stored only a few checkpoints (and not epoch 0) allows.
+    """
+    path, counted = list(path_epochs), list(concept_epochs)
+    if not path:
+        raise ValueError("path_epochs is empty")
+    integers = all(isinstance(e, int) and not isinstance(e, bool) for e in path)
+    from_start = integers and path[0] == 0
+    start = "from initialisation" if from_start else f"epoch {path[0]} standing in for initialisation"
+    consecutive = integers and len(path) > 1 and path == list(range(path[0], path[-1] + 1))
+    if len(path) == 1:
+        distance = f"a single checkpoint (epoch {path[0]}), so no path"
+    elif consecutive and from_start:
+        distance = f"path over {path[-1]} epochs from initialisation"
+    elif consecutive:
+        distance = f"path over epochs {path[0]}–{path[-1]}, {start}"
+    else:
+        distance = f"chords between {len(path)} checkpoints{' ' if from_start else ', '}{start}"
+    if counted == path:
+        where = "every epoch" if consecutive else "each checkpoint"
+    else:
+        shown = ", ".join(map(str, counted[:6])) + (", …" if len(counted) > 6 else "")
+        where = f"{len(counted)} of them (epochs {shown}), so peaks are located at that resolution"
+    return f"{distance}; N_fg at {where}"
 
 
 @dataclass
 class ConceptDynamics:
-    """Concepts across a run's checkpoints (`concept_dynamics`).
+    """Concepts across a run's training (`concept_dynamics`).
 
-    Arrays indexed [checkpoint, image] hold N_fg, N_bg and the ratio per checkpoint; `epochs` are
-    the checkpoint labels, `weight_distance[k]` the path length up to checkpoint k. `peak_epoch[i]`
-    is the (first) checkpoint where image i's N_fg peaks and `peak_distance[i]` the path length
-    there; `d_mean`, `d_std` their mean and (population) standard deviation over images.
-    `stability[i]` = |S_last| / |S_0 ∪ … ∪ S_last|, with S_k image i's set of foreground-concept
-    regions at checkpoint k (NaN when no foreground concept was ever found); `rho` its mean.
+    Arrays indexed [epoch, image] hold N_fg, N_bg and the ratio at each of `epochs` (the epochs
+    whose models were quantified); `weight_distance[k]` is the path length from w_0 to `epochs[k]`,
+    measured along every epoch of `path_epochs` (the weights the path runs through, w_0 first;
+    `path_distance` the path length at each). `peak_epoch[i]` is the (first) epoch of `epochs`
+    where image i's N_fg peaks and `peak_distance[i]` the path length there; `d_mean`, `d_std`
+    their mean and (population) standard deviation over images. `stability[i]` =
+    |S_last| / |S_0 ∪ … ∪ S_last|, with S_k image i's set of foreground-concept regions at `epochs[k]`
+    (NaN when no foreground concept was ever found); `rho` its mean. `resolution` says in words
+    which path and which epochs these numbers rest on (`path_resolution`).
     """
 
     epochs: list[Any]
@@ -359,9 +411,16 @@ class ConceptDynamics:
     stability: np.ndarray
     rho: float
     results: list[ConceptQuantification]
+    path_epochs: list[Any] = field(default_factory=list)
+    path_distance: np.ndarray | None = None
+
+    @property
+    def resolution(self) -> str:
+        """The weight path and the epochs with concept counts, in words (`path_resolution`)."""
+        return path_resolution(self.path_epochs or self.epochs, self.epochs)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per checkpoint: epoch, weight distance and mean N_fg, N_bg, ratio over images."""
+        """One row per quantified epoch: epoch, weight distance and mean N_fg, N_bg, ratio over images."""
         with np.errstate(invalid="ignore"):
             ratio = [float(np.nanmean(r)) if np.isfinite(r).any() else float("nan") for r in self.ratio]
         return pd.DataFrame(
@@ -375,6 +434,23 @@ class ConceptDynamics:
         )
 
 
+def _path_positions(epochs: list[Any], path_epochs: list[Any]) -> list[int]:
+    """Where each quantified epoch lies on the weight path; they must appear there, in the same order."""
+    where = {epoch: position for position, epoch in enumerate(path_epochs)}
+    if len(where) != len(path_epochs):
+        raise ValueError(f"weights_by_epoch lists an epoch twice: {path_epochs}")
+    missing = [epoch for epoch in epochs if epoch not in where]
+    if missing:
+        raise ValueError(
+            f"weights_by_epoch has no weights for epoch(s) {', '.join(map(str, missing))} of models_by_epoch; "
+            "the weight path must run through every quantified epoch"
+        )
+    positions = [where[epoch] for epoch in epochs]
+    if any(b <= a for a, b in zip(positions, positions[1:])):
+        raise ValueError("models_by_epoch and weights_by_epoch list their epochs in different orders")
+    return positions
+
+
 def concept_dynamics(
     models_by_epoch: Sequence[nn.Module] | Mapping[Any, nn.Module],
     images: Any,
@@ -385,18 +461,26 @@ def concept_dynamics(
 ) -> ConceptDynamics:
     """Learning speed and stability of foreground concepts over a run (Cheng et al., 2020, §3.2–3.3).
 
-    `models_by_epoch`: the run's checkpoints in training order (a sequence, or a mapping from epoch
-    label to model); the first should be the initial model, w_0. `weights_by_epoch` (same length
-    and order; modules, state dicts or flat arrays) defaults to each model's parameters. Every
-    checkpoint is quantified with `quantify_concepts` (same images, masks, layer, seed and options,
-    so the noise is common to all checkpoints).
+    `models_by_epoch`: models in training order, a mapping from epoch to model (a sequence is
+    epochs 0, 1, 2, …); the first should be the initial model, w_0. Every one is quantified with
+    `quantify_concepts` (same images, masks, layer, seed and options, so the noise is common to
+    all), so N_fg, N_bg and the ratio exist at these epochs only.
 
-    Learning speed: for image I, m̂_I is the first checkpoint where N_fg(I) is largest, and
-    D_I = Σ_{k=1..m̂_I} ‖w_k − w_{k−1}‖ / ‖w_0‖; D_mean and D_std are the mean and standard deviation
-    of D_I over images (small D_mean: concepts are learnt early; small D_std: learnt together).
-    Stability: ρ_I = |S_M| / |S_0 ∪ … ∪ S_M|, the share of all foreground concepts ever found that the
-    final model still has (regions count as the same concept when they are the same grid cell);
-    `rho` is its mean over images.
+    `weights_by_epoch` is the weight path the distances run along, w_0 first: by default each
+    model's parameters (the same epochs). A mapping from epoch to weights (modules, state dicts or
+    flat arrays; read one at a time) may hold more epochs than `models_by_epoch` — e.g. every
+    epoch while concepts are counted at fewer — as long as it includes every model's epoch, in
+    the same order; a sequence must match `models_by_epoch` one to one.
+
+    Learning speed: for image I, m̂_I is the first quantified epoch where N_fg(I) is largest and
+    D_I = Σ_{k=1..m̂_I} ‖w_k − w_{k−1}‖ / ‖w_0‖, summed over every step of the weight path up to
+    m̂_I (the paper's definition when the path holds every epoch from initialisation; chords
+    otherwise); D_mean and D_std are the mean and standard deviation of D_I over images (small
+    D_mean: concepts are learnt early; small D_std: learnt together). So the distance has the
+    path's resolution and the peak the quantified epochs' resolution; `resolution` says which.
+    Stability: ρ_I = |S_M| / |S_0 ∪ … ∪ S_M| over the quantified epochs, the share of all
+    foreground concepts ever found that the final model still has (regions count as the same
+    concept when they are the same grid cell); `rho` is its mean over images.
     """
     if isinstance(models_by_epoch, Mapping):
         epochs = list(models_by_epoch)
@@ -406,15 +490,25 @@ def concept_dynamics(
         epochs = list(range(len(models)))
     if not models:
         raise ValueError("models_by_epoch is empty; pass the run's checkpoints in training order")
-    if weights_by_epoch is None:
-        weights = list(models)
+    if isinstance(weights_by_epoch, Mapping) and isinstance(models_by_epoch, Mapping):
+        path_epochs = list(weights_by_epoch)
+        positions = _path_positions(epochs, path_epochs)
+        path_distance = weight_path_length(weights_by_epoch[epoch] for epoch in path_epochs)
     else:
-        weights = list(weights_by_epoch.values()) if isinstance(weights_by_epoch, Mapping) else list(weights_by_epoch)
-    if len(weights) != len(models):
-        raise ValueError(
-            f"weights_by_epoch has {len(weights)} checkpoints but models_by_epoch has {len(models)}; lengths must match"
-        )
-    distance = weight_path_length(weights)
+        if weights_by_epoch is None:
+            weights = list(models)
+        elif isinstance(weights_by_epoch, Mapping):
+            weights = list(weights_by_epoch.values())
+        else:
+            weights = list(weights_by_epoch)
+        if len(weights) != len(models):
+            raise ValueError(
+                f"weights_by_epoch has {len(weights)} checkpoints but models_by_epoch has {len(models)}; "
+                "lengths must match"
+            )
+        path_epochs, positions = list(epochs), list(range(len(epochs)))
+        path_distance = weight_path_length(weights)
+    distance = path_distance[positions]
     results = [quantify_concepts(model, images, masks, layer, **quantify_options) for model in models]
     n_fg = np.stack([r.n_foreground for r in results])
     n_bg = np.stack([r.n_background for r in results])
@@ -439,4 +533,6 @@ def concept_dynamics(
         stability=stability,
         rho=float(np.nanmean(stability)) if np.isfinite(stability).any() else float("nan"),
         results=results,
+        path_epochs=path_epochs,
+        path_distance=path_distance,
     )

@@ -44,10 +44,12 @@ __all__ = [
     "cka_student_checkpoints",
     "common_layers",
     "concept_dynamics_for",
+    "concept_path_epochs",
     "concept_grid_size",
     "concept_inputs",
     "concept_quantification",
     "concept_summary",
+    "dynamics_resolution",
     "dynamics_summary",
     "foreground_masks",
     "layer_features",
@@ -67,6 +69,10 @@ COLOR_BY = ("class", "disagreement")
 HUE_CONCEPTS = {"red": 0.0, "yellow": 1 / 6, "green": 2 / 6, "cyan": 3 / 6, "blue": 4 / 6, "magenta": 5 / 6}
 #: Fewer examples than this and a concept is not offered (CAVs need enough examples per side).
 MIN_CONCEPT_EXAMPLES = 10
+#: Most epochs whose concepts are quantified for learning speed (each costs one `quantify_concepts`).
+MAX_CONCEPT_EPOCHS = 11
+#: Most saved checkpoints the weight path runs through (each is read from the store once per analysis).
+MAX_PATH_EPOCHS = 1000
 
 
 def subsample(n_total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -369,20 +375,84 @@ def concept_summary(results: Mapping[str, ConceptQuantification]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def _spread(epochs: Sequence[int], most: int) -> list[int]:
+    """At most `most` of `epochs`, evenly spread, the first and the last always among them."""
+    epochs = list(epochs)
+    if len(epochs) <= most:
+        return epochs
+    picks = np.unique(np.round(np.linspace(0, len(epochs) - 1, most)).astype(int))
+    return [epochs[i] for i in picks]
+
+
+def concept_path_epochs(ws: Workspace, run_id: str) -> tuple[list[int], list[int]]:
+    """(epochs of the weight path, epochs whose concepts are quantified) for a run's learning speed.
+
+    The path runs through every saved checkpoint (at most `MAX_PATH_EPOCHS`, spread evenly): the
+    paper's path when the run recorded epoch 0 and every epoch (``checkpoints`` = 0..epochs when
+    it was trained), chords otherwise, from the first saved epoch. Concepts are quantified at up
+    to `MAX_CONCEPT_EPOCHS` of them, spread evenly (each costs one `quantify_concepts`).
+    """
+    saved = sorted(int(epoch) for epoch in ws.record(run_id).checkpoints)
+    if not saved:
+        raise ValueError(f"run {run_id[:10]} has no saved checkpoints")
+    path = _spread(saved, MAX_PATH_EPOCHS)
+    return path, _spread(path, MAX_CONCEPT_EPOCHS)
+
+
+class _StoredWeights(Mapping[int, dict[str, torch.Tensor]]):
+    """A run's checkpoints as a mapping epoch → state dict, each read from the store only when asked for."""
+
+    def __init__(self, ws: Workspace, run_id: str, epochs: Sequence[int]) -> None:
+        self._ws, self._run_id, self._epochs = ws, run_id, list(epochs)
+
+    def __getitem__(self, epoch: int) -> dict[str, torch.Tensor]:
+        if epoch not in self._epochs:
+            raise KeyError(epoch)
+        return self._ws.store.load_weights(self._run_id, epoch)
+
+    def __iter__(self):
+        return iter(self._epochs)
+
+    def __len__(self) -> int:
+        return len(self._epochs)
+
+
 def concept_dynamics_for(
     ws: Workspace, run_id: str, layer: str, indices: Sequence[int], *, b: float = 0.25
 ) -> ConceptDynamics:
-    """`concept_dynamics` over every saved checkpoint of a run (the first saved one stands in for w_0)."""
+    """`concept_dynamics` of a run: the distance along its saved weight path, concepts at up to 11 epochs.
+
+    Which path and which epochs (`concept_path_epochs`) are in the result's `resolution`: "path
+    over N epochs from initialisation" for a run that recorded epoch 0 and every epoch, "chords
+    between K checkpoints, epoch 1 standing in for initialisation" for one that saved a few.
+    """
     key = _key(np.asarray(list(indices)))
 
     def make() -> ConceptDynamics:
         images, masks = concept_inputs(ws, run_id, key)
-        epochs = ws.record(run_id).checkpoints
-        models = {epoch: ws.model(run_id, epoch) for epoch in epochs}
+        path, counted = concept_path_epochs(ws, run_id)
+        models = {epoch: ws.model(run_id, epoch) for epoch in counted}
         grid = concept_grid_size(ws.dataset(run_id))
-        return concept_dynamics(models, images, masks, layer, grid=grid, b=b)
+        weights = _StoredWeights(ws, run_id, path)
+        return concept_dynamics(models, images, masks, layer, weights, grid=grid, b=b)
 
     return ws.cached(("repr_concept_dynamics", run_id, layer, key, b), make)
+
+
+def dynamics_resolution(results: Mapping[str, ConceptDynamics]) -> str:
+    """One line saying which weight path and epochs each model's D_mean / D_std rest on (shared when equal)."""
+    if not results:
+        raise ValueError("results is empty; compute concept dynamics of at least one model first")
+    by_resolution: dict[str, list[str]] = {}
+    for name, dynamics in results.items():
+        by_resolution.setdefault(dynamics.resolution, []).append(name)
+    if len(by_resolution) == 1:
+        return f"Resolution: {next(iter(by_resolution))}."
+    return (
+        "Resolution: "
+        + "; ".join(f"{', '.join(names)}: {resolution}" for resolution, names in by_resolution.items())
+        + "."
+    )
 
 
 def dynamics_summary(results: Mapping[str, ConceptDynamics]) -> pd.DataFrame:

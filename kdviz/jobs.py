@@ -259,7 +259,9 @@ class Job:
 class JobRegistry:
     """Training jobs keyed by run id, run by `workers` daemon threads in submit order (FIFO).
 
-    At most `max_pending` jobs wait in the queue (running ones do not count); the newest
+    At most `max_pending` jobs wait in the queue (running ones do not count), and at most
+    `max_per_owner` of them for one owner (None: no per-owner limit), so one session cannot fill
+    a classroom's queue; the newest
     `keep_finished` finished jobs stay listed so a page can still show "done". `runner` is the
     function that trains (see `Runner`); the default trains with `kdviz.distill.trainer.train`.
     """
@@ -270,16 +272,20 @@ class JobRegistry:
         *,
         workers: int = 1,
         max_pending: int = 16,
+        max_per_owner: int | None = None,
         keep_finished: int = 64,
         runner: Runner | None = None,
     ) -> None:
         for name, value, least in (("workers", workers, 1), ("max_pending", max_pending, 1)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an int of at least {least}, got {value!r}")
+        if max_per_owner is not None and (not isinstance(max_per_owner, int) or max_per_owner < 1):
+            raise ValueError(f"max_per_owner must be None or an int of at least 1, got {max_per_owner!r}")
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an int of at least 0, got {keep_finished!r}")
         self.store = store
         self.max_pending = max_pending
+        self.max_per_owner = max_per_owner
         self.keep_finished = keep_finished
         self._runner: Runner = runner if runner is not None else train_runner
         self._lock = threading.Lock()
@@ -310,7 +316,8 @@ class JobRegistry:
         watchers. Never waits for training.
 
         Raises ValueError (the trainer's message) for a bad config, dataset or teacher,
-        `JobQueueFull` when `max_pending` jobs wait, and `RegistryClosed` after `shutdown`.
+        `JobQueueFull` when `max_pending` jobs wait (or `max_per_owner` of `owner`'s), and
+        `RegistryClosed` after `shutdown`.
         """
         if not isinstance(config, TrainConfig):
             raise TypeError(f"submit takes a kdviz.distill.TrainConfig, got {type(config).__name__}")
@@ -336,6 +343,12 @@ class JobRegistry:
                 if len(self._queue) >= self.max_pending:
                     raise JobQueueFull(
                         f"the training queue is full ({self.max_pending} jobs); try again when one finishes"
+                    )
+                waiting = sum(owner is not None and owner in queued._owners for queued in self._queue)
+                if self.max_per_owner is not None and waiting >= self.max_per_owner:
+                    raise JobQueueFull(
+                        f"you already have {waiting} jobs waiting (at most {self.max_per_owner} per session, so "
+                        "everyone's jobs get their turn); try again when one of yours starts"
                     )
                 job = Job(self, run_id, config, resolved, next(self._order))
                 self._watch(job, owner)

@@ -185,6 +185,19 @@ def test_full_queue_is_refused_with_a_clear_message(make_registry):
     assert running.state == "running"
 
 
+def test_one_session_cannot_fill_the_queue(make_registry):
+    runner = FakeRunner()
+    registry = make_registry(runner, workers=1, max_pending=10, max_per_owner=2)
+    registry.submit(make_config(0), owner="ann")
+    assert runner.entered.wait(5)  # running: does not count against ann's waiting jobs
+    registry.submit(make_config(1), owner="ann")
+    registry.submit(make_config(2), owner="ann")
+    with pytest.raises(JobQueueFull, match=r"^you already have 2 jobs waiting \(at most 2 per session"):
+        registry.submit(make_config(3), owner="ann")
+    assert registry.submit(make_config(3), owner="bob").state == "queued"  # others still get in
+    assert registry.submit(make_config(1), owner="bob").queue_position() == 1  # joining needs no slot
+
+
 def test_bad_config_is_refused_at_submit_with_the_trainers_message(make_registry):
     runner = FakeRunner()
     registry = make_registry(runner)
@@ -220,6 +233,7 @@ def test_student_of_a_teacher_still_training_is_refused(make_registry):
     [
         ({"workers": 0}, "workers must be an int of at least 1, got 0"),
         ({"max_pending": 0}, "max_pending must be an int of at least 1, got 0"),
+        ({"max_per_owner": 0}, "max_per_owner must be None or an int of at least 1, got 0"),
         ({"keep_finished": -1}, "keep_finished must be an int of at least 0, got -1"),
     ],
 )

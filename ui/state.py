@@ -33,8 +33,12 @@ def workspace() -> Workspace:
 
 @st.cache_resource(show_spinner=False)
 def jobs() -> JobRegistry:
-    """The one training queue of this server process ($KDVIZ_WORKERS workers, default 1; 16 pending jobs at most)."""
-    return JobRegistry(workspace().store, workers=int(os.environ.get("KDVIZ_WORKERS", "1")), max_pending=16)
+    """The one training queue of this server process ($KDVIZ_WORKERS workers, default 1).
+
+    Sized for a classroom: 64 jobs may wait, at most 4 of them one session's.
+    """
+    workers = int(os.environ.get("KDVIZ_WORKERS", "1"))
+    return JobRegistry(workspace().store, workers=workers, max_pending=64, max_per_owner=4)
 
 
 def owner() -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from kdviz.data.dataset import Dataset, DatasetError, InputKind
 from kdviz.data.options import check_int, check_seed
-from kdviz.data.splits import ArraySplit, build_dataset
+from kdviz.data.splits import ArraySplit, build_dataset, stratified_split
 
 Source = str | os.PathLike | bytes | bytearray | BinaryIO
 
@@ -261,12 +261,15 @@ def load_csv(
     *,
     seed: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    metadata: list[str] | tuple[str, ...] | None = None,
     filename: str | None = None,
 ) -> Dataset:
     """A tabular `Dataset` from a CSV file with a header row; `label_column` holds the class labels.
 
-    Every other column is a feature and must be numeric and finite. Labels may be numbers or strings;
-    class names are the sorted distinct labels.
+    Columns named in `metadata` are per-sample facts that are not inputs (a site, a scanner, a date):
+    kept out of the features, any type, and available per split as `Dataset.metadata(split)` (the
+    Divergence page's slices write rules over them). Every other column is a feature and must be
+    numeric and finite. Labels may be numbers or strings; class names are the sorted distinct labels.
     """
     import pandas as pd
 
@@ -299,9 +302,11 @@ def load_csv(
             )
         if table.empty:
             raise DatasetError("has a header but no data rows")
-        features = [column for column in columns if column != label_column]
+        meta_columns = _metadata_columns(metadata, columns, label_column)
+        features = [column for column in columns if column != label_column and column not in meta_columns]
         if not features:
-            raise DatasetError(f"has no feature columns besides the label column {label_column!r}")
+            besides = f"the label column {label_column!r}" + (" and the metadata columns" if meta_columns else "")
+            raise DatasetError(f"has no feature columns besides {besides}")
         non_numeric = [
             column
             for column in features
@@ -333,8 +338,37 @@ def load_csv(
             )
         y, class_names = _encode_labels(label_values.to_numpy())
         dataset = build_dataset(f"csv:{name}", "tabular", class_names, ArraySplit(x, y), seed=seed)
-    dataset.spec = _source_spec("csv", name, data, label_column=label_column, seed=seed, feature_names=features)
+    if meta_columns:  # the rows of each split, in the order build_dataset put them there
+        for split, rows in stratified_split(y, seed).items():
+            setattr(dataset, f"metadata_{split}", table[meta_columns].iloc[rows].reset_index(drop=True))
+    options = {"metadata": meta_columns} if meta_columns else {}
+    dataset.spec = _source_spec(
+        "csv", name, data, label_column=label_column, seed=seed, feature_names=features, **options
+    )
     return dataset
+
+
+def _metadata_columns(metadata: Any, columns: list[str], label_column: str) -> list[str]:
+    """The metadata column names, checked: a list of distinct names of columns in the file, not the label."""
+    if metadata is None:
+        return []
+    if isinstance(metadata, str) or not isinstance(metadata, list | tuple):
+        raise DatasetError(f"metadata must be a list of column names, got {metadata!r}")
+    names = [str(name).strip() for name in metadata]
+    if any(not name for name in names) or not all(isinstance(name, str) for name in metadata):
+        raise DatasetError(f"metadata must be a list of column names, got {metadata!r}")
+    if label_column in names:
+        raise DatasetError(
+            f"metadata column {label_column!r} is the label column; the label is always kept (slices can use it "
+            "as 'class'): leave it out of metadata"
+        )
+    unknown = [name for name in names if name not in columns]
+    if unknown:
+        raise DatasetError(
+            f"metadata column(s) {', '.join(map(repr, unknown))} not found; available columns: "
+            f"{', '.join(map(repr, columns))}"
+        )
+    return list(dict.fromkeys(names))
 
 
 # ----------------------------------------------------------------------------------------------- NPZ

@@ -25,6 +25,7 @@ from kdviz.analysis import (
 )
 from kdviz.analysis.attributions import module_lock
 from kdviz.data.shapes import FACTOR_COLUMNS
+from kdviz.views.counterfactual import feature_names
 from kdviz.workspace import ROLE_ORDER, Workspace
 
 __all__ = [
@@ -450,12 +451,16 @@ def slice_metadata(ws: Workspace, run_id: str, split: str = "test") -> tuple[pd.
         labels = ws.labels(run_id, split)
         meta = data.metadata(split)
         columns = dict(FACTOR_COLUMNS) if data.name == "shapes" else {}
-        if meta is None and data.input_kind in ("tabular", "points"):
+        if data.input_kind in ("tabular", "points"):  # the features in their own units, then any metadata
             x, _ = data.split(split)
             mean = np.asarray(data.normalization.get("mean", [0.0]), dtype=np.float64)
             std = np.asarray(data.normalization.get("std", [1.0]), dtype=np.float64)
             raw = x.numpy().astype(np.float64) * std + mean
-            meta = pd.DataFrame({f"x{j + 1}": raw[:, j] for j in range(raw.shape[1])})
+            features = pd.DataFrame({name: raw[:, j] for j, name in enumerate(feature_names(ws, run_id))})
+            if meta is not None:
+                extra = meta.reset_index(drop=True)
+                features = pd.concat([features.drop(columns=[c for c in extra if c in features]), extra], axis=1)
+            meta = features
         if meta is None:
             return None, {}
         meta = meta.reset_index(drop=True).copy()

@@ -37,6 +37,9 @@ def add_upload() -> None:
     options = (
         {"label_column": st.session_state.get("tr_label_column", "")} if file.name.lower().endswith(".csv") else {}
     )
+    metadata = [name.strip() for name in st.session_state.get("tr_metadata_columns", "").split(",") if name.strip()]
+    if options and metadata:
+        options["metadata"] = metadata
     try:
         spec, data = save_upload(file.name, file.getvalue(), root=ws.store.root, **options)
     except DatasetError as error:
@@ -61,6 +64,11 @@ if not lesson:
     with st.expander("Use your own data: a CSV, an NPZ (x, y) or a zip of class folders of images"):
         st.file_uploader("Data file", type=["csv", "npz", "zip"], key="tr_upload", max_upload_size=50)
         st.text_input("Label column (CSV only)", key="tr_label_column", placeholder="e.g. label")
+        st.text_input(
+            "Metadata columns (CSV only, comma-separated)", key="tr_metadata_columns", placeholder="e.g. site, scanner",
+            help="Facts about each sample that are not inputs: kept out of the features, used by the Divergence "
+            "page's slices.",
+        )  # fmt: skip
         st.button("Add this dataset", key="tr_add_upload", on_click=add_upload)
         st.caption("Files are checked strictly (numbers only, no NaNs, no pickles) and kept on this server.")
 kind, message = st.session_state.pop("tr_upload_message", (None, None))

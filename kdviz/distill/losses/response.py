@@ -440,3 +440,131 @@ def sample_classes(proposal: torch.Tensor, num_draws: int) -> torch.Tensor:
     """Boolean B×K mask of the classes drawn (with replacement, m times) from each row's proposal."""
     draws = torch.multinomial(proposal, num_draws, replacement=True)
     return torch.zeros_like(proposal, dtype=torch.bool).scatter(1, draws, True)
+
+
+# --- Sampled KD on a class subset: the rank proposal after Li et al. (2018) ---------------------------
+#
+# The student's logits are computed for S = {label} ∪ {m classes drawn from a proposal q} only
+# (`KDModel.subset_logits`), so the cost per step grows with m, not with the class count K.
+
+
+def laplace_rank_probs(num_ranks: int, scale: float) -> torch.Tensor:
+    """π(r) ∝ exp(-r / b) on ranks r = 0..R-1: a Laplace located at the top rank, discretised and truncated."""
+    if num_ranks < 1:
+        raise ValueError(f"a rank distribution needs at least 1 rank, got {num_ranks}")
+    if not scale > 0:
+        raise ValueError(f"Laplace scale must be positive, got {scale}")
+    weights = torch.exp(-torch.arange(num_ranks, dtype=torch.float64) / scale)
+    return (weights / weights.sum()).to(torch.get_default_dtype())
+
+
+def laplace_scale_from_gaps(gap_by_rank: torch.Tensor) -> float:
+    """Scale b of the rank Laplace fitted to where teacher and student disagree.
+
+    `gap_by_rank[r]` is the mean |p_t - p_s| at the teacher's r-th class (0 = most probable). Treating the
+    gaps as weights over ranks, the discrete Laplace exp(-r/b) on r ≥ 0 (a geometric law, ratio ρ = e^(-1/b))
+    whose mean equals their weighted mean rank μ has ρ = μ / (1 + μ), so b = 1 / ln(1 + 1/μ).
+    """
+    total = gap_by_rank.sum()
+    if not total > 0:
+        return 1.0  # teacher and student agree everywhere: sample the top ranks
+    ranks = torch.arange(len(gap_by_rank), dtype=gap_by_rank.dtype, device=gap_by_rank.device)
+    mean_rank = float((ranks * gap_by_rank).sum() / total)
+    return 1.0 / math.log1p(1.0 / max(mean_rank, 1e-3))
+
+
+def teacher_rank_tables(
+    teacher_logits: torch.Tensor, num_ranks: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample (N×R each, compact dtypes): the class ids at the teacher's top `num_ranks` ranks, the same ids
+    sorted, and the rank of each sorted id, for looking a class's rank up with `searchsorted`."""
+    if num_ranks > 1 << 15:
+        raise ValueError(f"at most {1 << 15} tabled ranks, got {num_ranks}")
+    top = teacher_logits.topk(num_ranks, dim=-1).indices
+    sorted_ids, order = top.sort(dim=-1)
+    return top.to(torch.int32), sorted_ids.to(torch.int32), order.to(torch.int16)
+
+
+def rank_proposal_of(
+    classes: torch.Tensor,
+    sorted_ids: torch.Tensor,
+    rank_of_sorted: torch.Tensor,
+    rank_probs: torch.Tensor,
+    num_classes: int,
+    uniform_mix: float,
+) -> torch.Tensor:
+    """q(k) = (1-ε)·π(rank_t(k)) + ε/K for each class id in `classes` (B×m); π is 0 beyond the tabled ranks.
+
+    `sorted_ids` (B×R) holds each row's tabled class ids in ascending order, `rank_of_sorted` their ranks.
+    """
+    classes = classes.to(sorted_ids.dtype)
+    position = torch.searchsorted(sorted_ids, classes).clamp(max=sorted_ids.shape[-1] - 1)
+    tabled = sorted_ids.gather(1, position) == classes
+    ranks = rank_of_sorted.gather(1, position).long()
+    laplace = torch.where(tabled, rank_probs[ranks], 0.0)
+    return (1.0 - uniform_mix) * laplace + uniform_mix / num_classes
+
+
+def draw_rank_classes(
+    top_classes: torch.Tensor, rank_probs: torch.Tensor, num_classes: int, num_draws: int, uniform_mix: float
+) -> torch.Tensor:
+    """B×m class ids drawn with replacement: a rank r ~ π, then the teacher's r-th class (probability 1-ε),
+    or a class uniform over all K (probability ε)."""
+    if not 0.0 <= uniform_mix <= 1.0:
+        raise ValueError(f"uniform mix must be in [0, 1], got {uniform_mix}")
+    batch, device = top_classes.shape[0], top_classes.device
+    ranks = torch.multinomial(rank_probs.to(device), batch * num_draws, replacement=True).view(batch, num_draws)
+    ranked = top_classes.gather(1, ranks).long()
+    uniform = torch.randint(num_classes, (batch, num_draws), device=device)
+    return torch.where(torch.rand(batch, num_draws, device=device) < uniform_mix, uniform, ranked)
+
+
+def class_subset(
+    labels: torch.Tensor, drawn: torch.Tensor, drawn_proposal: torch.Tensor, num_draws: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The subset S = {label} ∪ drawn as B×(1+m) class ids, log inclusion probabilities and a mask of distinct ids.
+
+    Column 0 is the label (always included: c = 1); a drawn class has c = 1 - (1 - q)^m. Repeated draws and
+    draws of the label are masked out, so each class of S counts once.
+    """
+    drawn, order = drawn.sort(dim=-1)
+    inclusion = inclusion_probs(drawn_proposal.gather(1, order), num_draws)
+    repeated = torch.zeros_like(drawn, dtype=torch.bool)
+    repeated[:, 1:] = drawn[:, 1:] == drawn[:, :-1]
+    keep = ~repeated & (drawn != labels.unsqueeze(1))
+    classes = torch.cat([labels.unsqueeze(1), drawn], dim=1)
+    log_inclusion = torch.cat([torch.zeros_like(inclusion[:, :1]), inclusion.clamp_min(1e-12).log()], dim=1)
+    valid = torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)
+    return classes, log_inclusion, valid
+
+
+def subset_kd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    label_position: torch.Tensor,
+    log_inclusion: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> dict[str, torch.Tensor]:
+    """{"ce": (1-α)·CE, "kd_sampled": α·T²·KL} estimated on a class subset S from B×S logits of S only.
+
+    Importance-corrected sampled softmax (Jean et al., 2015) on both sides, with inclusion probabilities c:
+    teacher w ∝ softmax(z_t/T - log c) on S (p_t/c self-normalised: the teacher's normaliser cancels),
+    student log softmax_S(z_s/T - log c); CE = -log softmax_S(z_s - log c) at `label_position` (the label's
+    column, c = 1 there). Columns with `valid` False are left out. With S = all K classes and c = 1 both
+    terms equal full KD's `hinton_kd` exactly.
+    """
+    check_temperature(temperature)
+    check_alpha(alpha)
+
+    def log_softmax_on(scores: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+
+    # columns outside S get log-probability 0 after the softmax, so no -inf reaches the sum or the gradient
+    log_p_student = log_softmax_on(student_logits / temperature - log_inclusion).where(valid, 0.0)
+    log_w = log_softmax_on(teacher_logits / temperature - log_inclusion).where(valid, 0.0)
+    per_class = torch.where(valid, log_w.exp() * (log_w - log_p_student), 0.0)
+    kd = per_class.sum(dim=-1).mean() * temperature**2
+    log_p_label = log_softmax_on(student_logits - log_inclusion).gather(1, label_position.unsqueeze(1))
+    return {"ce": (1.0 - alpha) * -log_p_label.mean(), "kd_sampled": alpha * kd}

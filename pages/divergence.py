@@ -453,11 +453,15 @@ elif cf_kind == "shapes":
                     key="div_cf_sweep", name=f"factor-sweep-{edit.index}-{factor}",
                 )  # fmt: skip
                 said = [
-                    f"**{cf_names[r]}** leaves the teacher at {factor} = {v:.3g}" if v is not None
-                    else f"**{cf_names[r]}** stays within {cfv.DIVERGENCE_GAP:.0%} of the teacher"
-                    for r, v in leaves.items()
+                    f"**{cf_names[r]}** leaves the teacher at {factor} "
+                    + " and ".join(f"{v:.3g} ({'smaller' if v < edit.original_value else 'larger'})" for v in v_s)
+                    if v_s else f"**{cf_names[r]}** stays with the teacher over the whole range"
+                    for r, v_s in leaves.items()
                 ]  # fmt: skip
-                st.markdown(" · ".join(said) + f" (|Δp(true)| > {cfv.DIVERGENCE_GAP} counts as leaving).")
+                st.markdown(
+                    " · ".join(said) + f" — nearest values on either side of this sample's {edit.original_value:.3g} "
+                    f"where the two probabilities of the true class differ by more than {cfv.DIVERGENCE_GAP}."
+                )
 else:
     st.caption(
         "Move the features (in the data's units; ranges from the training split) and every model is evaluated "

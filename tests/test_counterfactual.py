@@ -56,8 +56,13 @@ def test_first_divergence_is_the_first_value_past_the_gap() -> None:
         }
     )
     # a: |0.85-0.9|=0.05, |0.55-0.8|=0.25 > 0.2 -> leaves at 2; b stays within 0.1
-    assert first_divergence(sweep, "teacher", 0.2) == {"a": 2.0, "b": None}
-    assert first_divergence(sweep, "teacher", 0.04) == {"a": 1.0, "b": 2.0}
+    assert first_divergence(sweep, "teacher", 0.2) == {"a": [2.0], "b": []}
+    assert first_divergence(sweep, "teacher", 0.04) == {"a": [1.0], "b": [2.0]}
+    # from the sample's own value outward, gap 0.04: a is apart at 1, 2, 3 and b at 2, 3; from 2.5 the nearest
+    # apart values are 2 (below) and 3 (above)
+    assert first_divergence(sweep, "teacher", 0.04, start=2.5) == {"a": [2.0, 3.0], "b": [2.0, 3.0]}
+    assert first_divergence(sweep, "teacher", 0.2, start=1.0) == {"a": [2.0], "b": []}
+    assert first_divergence(sweep, "teacher", 0.2, start=3.0) == {"a": [3.0], "b": []}
     with pytest.raises(ValueError, match="no model 'nobody'"):
         first_divergence(sweep, "nobody")
 

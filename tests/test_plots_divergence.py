@@ -125,12 +125,16 @@ def test_factor_sweep_lines_mark_where_a_student_leaves() -> None:
         }
     )
     fig = factor_sweep_lines(
-        sweep, factor="cue", original_value=-1.0, leaves_at={"Student": 0.0}, tick_labels={-1.0: "none", 0.0: "circle"}
+        sweep,
+        factor="cue",
+        original_value=-1.0,
+        leaves_at={"Student": [0.0, 1.0]},
+        tick_labels={-1.0: "none", 0.0: "circle"},
     )
     lines = [t for t in fig.data if t.mode == "lines+markers"]
     assert [t.name for t in lines] == ["Teacher", "Student"]
     marker = [t for t in fig.data if t.name == "Student leaves the teacher"][0]
-    assert list(marker.x) == [0.0] and list(marker.y) == [0.3]
+    assert list(marker.x) == [0.0, 1.0] and list(marker.y) == [0.3, 0.2]
     assert list(fig.layout.xaxis.ticktext) == ["none", "circle"]
     assert fig.layout.shapes[0].x0 == -1.0  # the sample's own value
     with pytest.raises(ValueError, match="p_true"):

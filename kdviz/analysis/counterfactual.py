@@ -73,21 +73,31 @@ def factor_sweep(
 
 
 def first_divergence(
-    sweep: pd.DataFrame, reference: str = "teacher", gap: float = DIVERGENCE_GAP
-) -> dict[str, float | None]:
-    """Per model other than `reference`: the first swept value (in the sweep's order) where its `p_true`
-    differs from the reference's by more than `gap`, or None where the curves stay within `gap`."""
+    sweep: pd.DataFrame, reference: str = "teacher", gap: float = DIVERGENCE_GAP, start: float | None = None
+) -> dict[str, list[float]]:
+    """Per model other than `reference`: where its `p_true` first differs from the reference's by more than `gap`.
+
+    Without `start`: the first such value in the sweep's order (a list of one, or empty). With
+    `start` (the sample's own value): walking outward from it, the nearest such value at or below it
+    and the nearest at or above it (zero, one or two values, ascending) — how far the factor can move
+    before the student parts ways with the teacher.
+    """
     if reference not in set(sweep["model"]):
         models = ", ".join(map(str, sweep["model"].unique()))
         raise ValueError(f"the sweep has no model {reference!r}; models: {models}")
     base = sweep[sweep["model"] == reference].set_index("value")["p_true"]
-    found: dict[str, float | None] = {}
+    found: dict[str, list[float]] = {}
     for name in dict.fromkeys(sweep["model"]):
         if name == reference:
             continue
         curve = sweep[sweep["model"] == name]
         apart = [float(v) for v, p in zip(curve["value"], curve["p_true"]) if abs(p - base[v]) > gap]
-        found[name] = apart[0] if apart else None
+        if start is None:
+            found[name] = apart[:1]
+            continue
+        below = [v for v in apart if v <= start]
+        above = [v for v in apart if v >= start]
+        found[name] = sorted({*([max(below)] if below else []), *([min(above)] if above else [])})
     return found
 
 

@@ -519,16 +519,16 @@ def factor_sweep_lines(
     *,
     factor: str,
     original_value: float | None = None,
-    leaves_at: Mapping[str, float | None] | None = None,
+    leaves_at: Mapping[str, Sequence[float]] | None = None,
     roles: Mapping[str, str] | None = None,
     tick_labels: Mapping[float, str] | None = None,
     title: str | None = "Probability of the true class along the factor",
 ) -> go.Figure:
     """One line per model of a `kdviz.analysis.factor_sweep` (`value`, `model`, `p_true`).
 
-    `original_value` draws a dotted line at the sample's own value; `leaves_at` (model -> value or
-    None, see `first_divergence`) marks where each student's curve first leaves the teacher's with a
-    large open circle. `tick_labels` names discrete values (e.g. cue -1 -> "none").
+    `original_value` draws a dotted line at the sample's own value; `leaves_at` (model -> values, see
+    `first_divergence`) marks where each student's curve leaves the teacher's with large open
+    circles. `tick_labels` names discrete values (e.g. cue -1 -> "none").
     """
     require_columns(sweep, ["value", "model", "p_true"], "sweep", " (pass factor_sweep output)")
     models = list(dict.fromkeys(sweep["model"].astype(str)))
@@ -544,12 +544,13 @@ def factor_sweep_lines(
                 hovertemplate=f"<b>{name}</b><br>{factor} %{{x:.3g}}<br>p(true) %{{y:.3f}}<extra></extra>",
             )
         )  # fmt: skip
-        where = (leaves_at or {}).get(name)
-        if where is not None:
-            point = rows[np.isclose(rows["value"].to_numpy(float), float(where))]
+        where = [float(v) for v in (leaves_at or {}).get(name, [])]
+        if where:
+            at = np.isin(rows["value"].to_numpy(float), where)
             fig.add_trace(
                 go.Scatter(
-                    x=[float(where)], y=point["p_true"].to_numpy(float)[:1], mode="markers", showlegend=False,
+                    x=rows["value"].to_numpy(float)[at], y=rows["p_true"].to_numpy(float)[at], mode="markers",
+                    showlegend=False,
                     name=f"{name} leaves the teacher",
                     marker=dict(symbol="circle-open", size=18, line=dict(width=2.5, color=style.color)),
                     hovertemplate=f"<b>{name}</b> leaves the teacher at {factor} %{{x:.3g}}<extra></extra>",

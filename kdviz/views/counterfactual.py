@@ -232,17 +232,18 @@ def edit_cams(
 
 def sweep_factor(
     ws: Workspace, roles: Mapping[str, str], index: int, factor: str, split: str = "test"
-) -> tuple[pd.DataFrame, dict[str, float | None]]:
+) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     """(`factor_sweep` of every role over `sweep_values(factor)`, where each student leaves the teacher).
 
-    The second item maps each role but the teacher to the first value where its probability of the
-    true class is more than `DIVERGENCE_GAP` from the teacher's (None: never). Cached per runs.
+    The second item maps each role but the teacher to the values nearest the sample's own value, below
+    and above it, where its probability of the true class is more than `DIVERGENCE_GAP` from the
+    teacher's (`first_divergence`; empty: never). Cached per runs.
     """
     _check_factor(factor)
     first = next(iter(roles.values()))
     index = _check_index(ws, first, index, split)
 
-    def make() -> tuple[pd.DataFrame, dict[str, float | None]]:
+    def make() -> tuple[pd.DataFrame, dict[str, list[float]]]:
         spec = ws.record(first).config["dataset"]
         models = {role: ws.model(run_id) for role, run_id in roles.items()}
         inputs = {role: _inputs_of(ws, run_id) for role, run_id in roles.items()}
@@ -250,7 +251,8 @@ def sweep_factor(
         sweep = factor_sweep(
             models, spec, ws.dataset(first).normalization, split, index, factor, sweep_values(factor), label, inputs
         )
-        parts = first_divergence(sweep, "teacher", DIVERGENCE_GAP) if "teacher" in roles else {}
+        own = original_factors(ws, first, index, split)[factor]
+        parts = first_divergence(sweep, "teacher", DIVERGENCE_GAP, start=own) if "teacher" in roles else {}
         return sweep, parts
 
     return ws.cached(("cf_sweep", tuple(sorted(roles.items())), split, index, factor), make)

@@ -54,6 +54,15 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: fl
     return soft_cross_entropy(logits, targets)
 
 
+def kl_log_probs(log_p_student: torch.Tensor, log_p_teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) from log-probabilities, summed over classes and averaged over the batch.
+
+    The same value as ``F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)``,
+    written with exp / sum so that `torch.func.vmap` batches it (kl_div has no batching rule).
+    """
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum() / log_p_student.shape[0]
+
+
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(p_teacher^T ‖ p_student^T), averaged over the batch (`batchmean`).
 
@@ -62,8 +71,7 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     check_temperature(temperature)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    return kl_log_probs(log_p_student, log_p_teacher) * temperature**2
 
 
 def hinton_kd(
@@ -140,15 +148,8 @@ def dkd_parts(
     def non_target_log_probs(logits: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(logits[~target].view(batch, num_classes - 1) / temperature, dim=-1)
 
-    tckd = F.kl_div(
-        binary_log_probs(student_logits), binary_log_probs(teacher_logits), reduction="batchmean", log_target=True
-    )
-    nckd = F.kl_div(
-        non_target_log_probs(student_logits),
-        non_target_log_probs(teacher_logits),
-        reduction="batchmean",
-        log_target=True,
-    )
+    tckd = kl_log_probs(binary_log_probs(student_logits), binary_log_probs(teacher_logits))
+    nckd = kl_log_probs(non_target_log_probs(student_logits), non_target_log_probs(teacher_logits))
     return tckd * temperature**2, nckd * temperature**2
 
 

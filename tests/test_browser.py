@@ -26,6 +26,7 @@ PAGES = [
     "attributions",
     "divergence",
     "explanation",
+    "translation",
     "papers",
     "runs",
 ]

@@ -32,6 +32,7 @@ PAGES: dict[str, list[tuple[str, str, str]]] = {
         ("divergence.py", "Divergence inspector", ":material/compare_arrows:"),
     ],
     "Explanation-guided": [("explanation.py", "Explanation-guided KD", ":material/psychology:")],
+    "Translation": [("translation.py", "Word- vs sequence-level KD", ":material/translate:")],
     "Papers": [("papers.py", "Papers", ":material/science:")],
     "Manage": [("runs.py", "Runs", ":material/table_view:")],
 }

@@ -51,6 +51,7 @@ from kdviz.plots.style import (
     series_styles,
     table_csv,
 )
+from kdviz.plots.translation import method_bars, token_probabilities
 
 _PAGE_BUILDERS = (
     "agreement_histogram", "attribution_grid", "attribution_lines", "localization_bars",

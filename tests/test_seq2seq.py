@@ -168,7 +168,12 @@ def test_losses_by_hand_and_kd_zero_when_student_is_teacher():
     loss, terms = _loss("selective_batch", logits, targets, other, Seq2SeqTrainConfig(alpha=0.25), None)
     chosen = select_batch(token_ce(logits, targets), mask, 0.5)
     assert int(chosen.sum()) == 3 and terms["selected"] == pytest.approx(3 / 5)
-    assert terms["kd"] == pytest.approx(masked_mean(token_kl(logits, other), chosen).item(), rel=1e-5)
+    assert terms["kd"] == pytest.approx((token_kl(logits, other) * chosen).sum().item() / 5, rel=1e-5)
+    # selecting every token is word-level KD
+    all_tokens = _loss(
+        "selective_batch", logits, targets, other, Seq2SeqTrainConfig(alpha=0.25, select_ratio=1.0), None
+    )
+    assert all_tokens[0].item() == pytest.approx(_loss("word_kd", logits, targets, other, config, None)[0].item())
     queue = GlobalCEQueue(100, 0.5)
     _, terms = _loss("selective_global", logits, targets, other, config, queue)
     assert 0 < terms["selected"] <= 1 and len(queue.values) == 5

@@ -13,7 +13,10 @@ Methods (`SEQ_METHODS`), all on the same student and data order for a given seed
   the word-level KL on only the tokens the student finds hardest — the top share `select_ratio` of the
   batch's tokens by the student's CE against the reference (batch level), or the tokens whose CE is at
   least the (1 − ratio) quantile of a FIFO queue of the last `queue_size` token CEs (global level; the
-  batch's CEs join the queue first). Loss = (1 − α)·CE + α·T²·KL_selected, KL averaged over selected tokens.
+  batch's CEs join the queue first). Loss = (1 − α)·CE + α·T²·Σ_selected KL / (number of real tokens), so a
+  selected token gets exactly word-level KD's gradient and selecting all tokens is `word_kd` (the authors' code
+  divides by all tokens too; it weights CE and KD 1 and 1 with label smoothing — we keep word_kd's convex α
+  so the two arms differ only by the selection).
 
 Every loss reports its named terms per epoch (`ce`, `kd`, and for selective KD `selected`, the share of
 tokens that got the KD term).
@@ -144,7 +147,9 @@ def _loss(
     else:
         assert queue is not None
         chosen = queue.select(ce_tok.detach(), mask)
-    kd = masked_mean(kl_tok, chosen)
+    # Selected tokens' KL summed and divided by the number of *real* tokens (not of selected ones), as in the
+    # authors' code: each selected token gets the gradient word-level KD gives it, and selecting all is word_kd.
+    kd = (kl_tok * chosen).sum() / mask.sum().clamp_min(1)
     loss = (1 - config.alpha) * ce + config.alpha * kd
     terms = {"ce": float(ce.detach()), "kd": float(kd.detach())}
     if method != "word_kd":

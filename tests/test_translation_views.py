@@ -64,3 +64,12 @@ def test_bad_results_and_bad_options_are_named(tmp_path, capsys):
     assert "methods must be among" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train_subset must be in 1..n_train"):
         dataclasses.replace(seqkd.SEQKD_TINY, train_subset=10_000).validate()
+
+
+def test_cli_lists_the_experiment_and_the_corpus(capsys):
+    from kdviz.cli import main
+
+    assert main(["experiment", "seqkd", "--preset", "tiny", "--methods", "bogus"]) == 2
+    assert "methods must be among scratch, word_kd, seq_kd" in capsys.readouterr().err
+    assert main(["datasets"]) == 0
+    assert "translation" in capsys.readouterr().out

@@ -263,8 +263,12 @@ def load_csv(
     max_bytes: int = DEFAULT_MAX_BYTES,
     metadata: list[str] | tuple[str, ...] | None = None,
     filename: str | None = None,
+    text_column: str | None = None,
 ) -> Dataset:
     """A tabular `Dataset` from a CSV file with a header row; `label_column` holds the class labels.
+
+    With `text_column` the file is text instead (one text per row, any other columns ignored): see
+    `kdviz.data.text.load_text_csv`.
 
     Columns named in `metadata` are per-sample facts that are not inputs (a site, a scanner, a date):
     kept out of the features, any type, and available per split as `Dataset.metadata(split)` (the
@@ -273,6 +277,12 @@ def load_csv(
     """
     import pandas as pd
 
+    if text_column is not None:
+        from kdviz.data.text import load_text_csv
+
+        if metadata:
+            raise DatasetError("metadata columns are not supported for text CSVs (text_column) yet")
+        return load_text_csv(source, text_column, label_column, seed=seed, max_bytes=max_bytes, filename=filename)
     data, name = _read_source(source, filename, max_bytes)
     seed = check_seed(seed)
     with _about(name):

@@ -12,12 +12,14 @@ a known human label distribution (stored as `true_posterior_*`, like `gaussians`
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ from kdviz.data.splits import check_class_counts, stratified_split
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-DEFAULT_MAX_VOCAB = 1000  # rows of the text models' default embedding table (kdviz.models.text)
+DEFAULT_MAX_VOCAB = 512  # rows of the text models' default embedding table (kdviz.models.text)
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
@@ -232,7 +234,7 @@ def load_sentiment(n_samples: int = 3000, n_words: int = 150, seed: int = 0) -> 
     """
     n_samples = check_int("n_samples", n_samples, 30, 200_000)
     lexicon = vader_lexicon()
-    n_words = check_int("n_words", n_words, 2, 900)  # all fit the default vocabulary
+    n_words = check_int("n_words", n_words, 2, 480)  # all fit the default vocabulary
     seed = check_seed(seed)
     rng = np.random.default_rng((seed, 0x7E47))
     words = sorted(lexicon)
@@ -264,3 +266,86 @@ def load_sentiment(n_samples: int = 3000, n_words: int = 150, seed: int = 0) -> 
         true_posterior=posterior,
         metadata=metadata,
     )
+
+
+# --------------------------------------------------------------------------- users' own text (CSV)
+
+MAX_TEXT_CHARS = 5_000  # one text; longer ones are almost certainly a wrong column or a broken file
+TEXT_MAX_LENGTH = 64  # words kept per text (the rest is cut)
+
+
+def load_text_csv(
+    source: Any,
+    text_column: str,
+    label_column: str,
+    *,
+    seed: int = 0,
+    max_bytes: int | None = None,
+    filename: str | None = None,
+) -> Dataset:
+    """A text `Dataset` from a UTF-8 CSV with a header row: `text_column` holds one text per row,
+    `label_column` its class. Texts are cut after `TEXT_MAX_LENGTH` words; the vocabulary comes from the
+    train split (`DEFAULT_MAX_VOCAB` most frequent words). Empty or over-long texts, missing labels,
+    missing columns and non-UTF-8 bytes are refused with the line at fault.
+    """
+    from kdviz.data.files import (
+        DEFAULT_MAX_BYTES,
+        _about,
+        _check_text,
+        _count,
+        _encode_labels,
+        _not_utf8,
+        _read_source,
+        _source_spec,
+    )
+
+    data, name = _read_source(source, filename, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    seed = check_seed(seed)
+    with _about(name):
+        _check_text(data)
+        try:  # every cell as written: "NA" is a word here, not a missing value
+            table = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype=str, keep_default_na=False)
+        except UnicodeDecodeError as error:
+            raise DatasetError(_not_utf8(data, error)) from error
+        except pd.errors.EmptyDataError as error:
+            raise DatasetError("has no header row or data") from error
+        except (pd.errors.ParserError, ValueError) as error:
+            raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
+        columns = [str(c) for c in table.columns]
+        if text_column == label_column:
+            raise DatasetError(f"text_column and label_column are both {text_column!r}; they must differ")
+        for role, column in (("text", text_column), ("label", label_column)):
+            if column not in columns:
+                raise DatasetError(
+                    f"{role} column {column!r} not found; available columns: {', '.join(map(repr, columns))}"
+                )
+        if table.empty:
+            raise DatasetError("has a header but no data rows")
+        texts = [str(t) for t in table[text_column]]
+        # line numbers count the header as line 1 (texts with line breaks inside quotes shift them)
+        empty = [i for i, t in enumerate(texts) if not tokenize(t)]
+        if empty:
+            raise DatasetError(
+                f"text column {text_column!r} is empty in {_count(len(empty), 'row')} (first on line {empty[0] + 2})"
+            )
+        long = [i for i, t in enumerate(texts) if len(t) > MAX_TEXT_CHARS]
+        if long:
+            raise DatasetError(
+                f"text column {text_column!r} has {_count(len(long), 'text')} over {MAX_TEXT_CHARS:,} characters "
+                f"(first on line {long[0] + 2}, {len(texts[long[0]]):,} characters); is it the right column?"
+            )
+        raw_labels = table[label_column].str.strip()
+        missing = np.flatnonzero((raw_labels == "").to_numpy())
+        if len(missing):
+            raise DatasetError(
+                f"label column {label_column!r} is empty in {_count(len(missing), 'row')} "
+                f"(first on line {missing[0] + 2})"
+            )
+        numeric = pd.to_numeric(raw_labels, errors="coerce")
+        values = numeric.to_numpy() if numeric.notna().all() else raw_labels.to_numpy()
+        y, class_names = _encode_labels(values)
+        dataset = text_dataset(
+            f"csv:{name}", texts, y, class_names, seed=seed, max_length=TEXT_MAX_LENGTH, max_vocab=DEFAULT_MAX_VOCAB
+        )
+    dataset.spec = _source_spec("csv", name, data, label_column=label_column, text_column=text_column, seed=seed)
+    return dataset

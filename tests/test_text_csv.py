@@ -19,7 +19,8 @@ def reviews(n: int = 30) -> str:
 def test_text_csv_builds_a_text_dataset():
     dataset = load_csv(reviews().encode(), "label", text_column="review", filename="reviews.csv")
     assert dataset.input_kind == "text" and dataset.class_names == ["neg", "pos"]
-    assert dataset.x_train.dtype == torch.int64 and len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test) == 60
+    assert dataset.x_train.dtype == torch.int64
+    assert len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test) == 60
     assert "na" in dataset.vocabulary  # "NA" is a word, not a missing value
     assert dataset.metadata_test["text"].str.startswith("the film was").all()
     assert dataset.spec["text_column"] == "review" and dataset.spec["filename"] == "reviews.csv"

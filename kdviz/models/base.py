@@ -51,9 +51,10 @@ class KDModel(nn.Module):
         """
         if not self.has_linear_head():
             raise TypeError(f"{type(self).__name__} has no final linear head: compute full logits and gather them")
-        rows = self.head.weight[classes]  # B×S×H
-        logits = torch.einsum("bsh,bh->bs", rows, features)
-        return logits if self.head.bias is None else logits + self.head.bias[classes]
+        flat = classes.reshape(-1)  # index_select: a much cheaper backward than advanced indexing on CPU
+        rows = self.head.weight.index_select(0, flat).view(*classes.shape, -1)  # B×S×H
+        logits = torch.bmm(rows, features.unsqueeze(2)).squeeze(2)
+        return logits if self.head.bias is None else logits + self.head.bias.index_select(0, flat).view(classes.shape)
 
     def feature_layers(self) -> OrderedDict[str, nn.Module]:
         """Ordered mapping name -> module of the feature layers, shallow to deep."""

@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, nargs="+", default=[3], choices=sorted(PROPOSALS))
     parser.add_argument("--uniform-mixes", type=float, nargs="+", default=[0.1, 0.5], help="ε of the proposal")
     parser.add_argument("--n-classes", type=int, nargs="+", default=[1000, 10_000])
-    parser.add_argument("--n-per-class", type=int, default=5)
+    parser.add_argument("--n-per-class", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timing on a shared CPU)")
     parser.add_argument("--teacher", default="mlp-256x3")
     parser.add_argument("--student", default="mlp-64x2")
     parser.add_argument("--device", default=None)
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--loss-table", action="store_true", help="also time the full-logit loss terms alone")
     args = parser.parse_args()
     device = pick_device(args.device)
+    torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if not args.skip_training:
         for n_classes in args.n_classes:

@@ -570,7 +570,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from kdviz.models import default_pair, list_models
 
     print("presets: " + ", ".join(list_models()))
-    for kind in ("image", "signal", "tabular", "points"):
+    for kind in ("image", "signal", "tabular", "points", "text"):
         teacher, student = default_pair(kind)
         print(f"default pair for {kind:<8} teacher {teacher:<12} student {student}")
     return 0

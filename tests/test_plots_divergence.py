@@ -89,7 +89,7 @@ def test_counterfactual_images_show_true_colours_and_one_cam_scale_per_model() -
     assert images[2].z[0][0].tolist() == [128, 128, 128]
     heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
     assert [h.zmax for h in heatmaps] == [2.0, 2.0]  # original and edit share the model's scale
-    assert [a.text for a in fig.layout.annotations][:2] == ["image", "Teacher Grad-CAM"]
+    assert [a.text for a in fig.layout.annotations][:2] == ["image", "Teacher"]
     assert len(counterfactual_images(original, edited).data) == 2  # no CAMs: just the two images
     with pytest.raises(ValueError, match=r"cams\['Teacher'\] must have shape \(2, H, W\)"):
         counterfactual_images(original, edited, {"Teacher": np.ones((1, 4, 4))})

@@ -442,7 +442,7 @@ def counterfactual_images(
     for name, value in maps.items():
         if value.shape != (2, *images[0].shape[:2]):
             raise ValueError(f"cams[{name!r}] must have shape (2, H, W) (original, edit), got {value.shape}")
-    columns = ["image", *(f"{name} Grad-CAM" for name in maps)]
+    columns = ["image", *maps]
     fig = make_subplots(
         rows=2, cols=len(columns), subplot_titles=columns + [""] * len(columns),
         horizontal_spacing=0.02, vertical_spacing=0.05,
@@ -559,7 +559,7 @@ def factor_sweep_lines(
     if original_value is not None:
         fig.add_vline(
             x=float(original_value), line=dict(color=NEUTRAL_COLOR, dash="dot", width=1.5),
-            annotation_text="this sample", annotation_position="top",
+            annotation_text="this sample", annotation_position="bottom right",
         )  # fmt: skip
     if tick_labels:
         fig.update_xaxes(tickmode="array", tickvals=list(tick_labels), ticktext=list(tick_labels.values()))

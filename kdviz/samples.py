@@ -72,6 +72,15 @@ SAMPLE_PLANS: dict[str, SamplePlan] = {
         teacher={"student": "mlp-64x2", "epochs": 30, "batch_size": 32},
         student={"student": "mlp-8", "epochs": 60, "train_subset": 90, "batch_size": 16},
     ),
+    # The teacher keeps only its last checkpoint, so the shipped cards stay small; the self-distilled
+    # student learns from its own soft targets where sentences are ambiguous (measured against the humans).
+    "sentiment": SamplePlan(
+        dataset={"name": "sentiment"},
+        teacher={"student": "text-gru", "epochs": 15, "batch_size": 64, "checkpoints": [15]},
+        student={"student": "text-cnn", "epochs": 30, "train_subset": 300, "batch_size": 32, "checkpoints": [15, 30]},
+        distill={"method": "kd", "hparams": {"temperature": 2.0, "alpha": 0.9}},
+        self_distill={"method": "self_kd_ambiguity"},
+    ),
 }
 
 

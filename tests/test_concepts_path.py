@@ -148,3 +148,10 @@ def test_papers_entry_gets_the_same_numbers_from_a_recorded_or_a_rebuilt_w0(tmp_
         metrics.append(_concept_metrics(run, config, shapes, store, options))
     assert metrics[0] == pytest.approx(metrics[1], rel=0, abs=0, nan_ok=True)
     assert metrics[0]["d_mean"] >= 0
+
+
+def test_papers_concept_runs_record_the_initial_weights_and_every_epoch():
+    from kdviz.experiments.papers import plan_configs
+
+    students = [p for p in plan_configs("concepts", "tiny") if not p.label.startswith("teacher")]
+    assert students and all(p.config.checkpoints == list(range(p.config.epochs + 1)) for p in students)

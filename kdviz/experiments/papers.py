@@ -908,7 +908,7 @@ def run_paper(
                 teacher_id, modules = source.id, {"teacher": source.model}
             config = _config(setup, arm, spec, seed, teacher_id, teacher_ids)
             if "concepts" in setup.extras and setup.concepts.get("every_epoch"):
-                config = dataclasses.replace(config, checkpoints=list(range(1, config.epochs + 1)))
+                config = dataclasses.replace(config, checkpoints=list(range(config.epochs + 1)))  # w_0 and every epoch
             say(f"{key}: {arm.name} seed {seed}")
             run = train(config, store=store, dataset=data, device=device, **modules)
             by_arm[(arm.name, seed)] = run
@@ -1004,7 +1004,7 @@ def plan_configs(key: str, preset: str = "default") -> list[PlannedRun]:
                 teacher_id = by_arm[(arm.teacher[4:], seed)]
             config = _config(setup, arm, spec, seed, teacher_id, teacher_list)
             if "concepts" in setup.extras and setup.concepts.get("every_epoch"):
-                config = dataclasses.replace(config, checkpoints=list(range(1, config.epochs + 1)))
+                config = dataclasses.replace(config, checkpoints=list(range(config.epochs + 1)))  # w_0 and every epoch
             rid = _run_id(config)
             by_arm[(arm.name, seed)] = rid
             needs = tuple(teacher_list or ([teacher_id] if teacher_id else []))

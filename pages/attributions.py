@@ -29,6 +29,9 @@ lesson = state.lesson_mode()
 teacher_id = selection.teacher
 dataset = ws.dataset(teacher_id)
 n_test = len(ws.labels(teacher_id))
+if dataset.input_kind == "text":
+    st.info("Token attributions for text (captum on the embedding layer) are not available yet; pick another dataset.")
+    st.stop()
 
 
 def _label(method: str) -> str:

@@ -126,13 +126,18 @@ st.subheader("1 · Soft targets")
 with guard("show the soft targets"):
     left, right = st.columns([1, 2])
     with left:
-        extra = {}
-        if sample.input_kind == "points":
-            extra = {"points": data.x_test.numpy(), "point_labels": data.y_test.numpy()}
-        figure = sample_input_figure(
-            sample.x, sample.input_kind, label=sample.label, class_names=class_names, title=f"Sample {index}", **extra
-        )
-        chart(figure, key="dk_input", name=f"sample-{index}")
+        if sample.input_kind == "text":  # a sentence, not pixels
+            sentence = data.metadata("test")["text"].iloc[index]
+            st.markdown(f"**Sample {index}** (true class: {label_name})\n\n> {sentence}")
+        else:
+            extra = {}
+            if sample.input_kind == "points":
+                extra = {"points": data.x_test.numpy(), "point_labels": data.y_test.numpy()}
+            title = f"Sample {index}"
+            figure = sample_input_figure(
+                sample.x, sample.input_kind, label=sample.label, class_names=class_names, title=title, **extra
+            )
+            chart(figure, key="dk_input", name=f"sample-{index}")
     with right:
         hard = lv.soften(sample.teacher_logits, 1.0)
         soft = lv.soften(sample.teacher_logits, temperature)

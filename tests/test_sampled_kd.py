@@ -184,3 +184,12 @@ def test_rank_proposal_forward_computes_only_the_subset():
     assert logits.shape == (6, 9) and batch.logit_classes.shape == (6, 9)
     assert (batch.logit_classes[:, 0] == batch.y).all()  # the label is always in S
     assert torch.allclose(logits, student(batch.x).gather(1, batch.logit_classes), atol=1e-6)
+
+
+def test_teacher_rank_tables_in_chunks_and_bad_sizes():
+    logits = torch.randn(7, 12, generator=torch.Generator().manual_seed(2))
+    whole, chunked = rl.teacher_rank_tables(logits, 5), rl.teacher_rank_tables(logits, 5, chunk=2)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
+    assert whole[0].dtype == torch.int16 and whole[0].tolist() == logits.topk(5).indices.tolist()
+    with pytest.raises(ValueError, match=r"tabled ranks must be in 1\.\.12, got 13"):
+        rl.teacher_rank_tables(logits, 13)

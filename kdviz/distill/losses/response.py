@@ -475,15 +475,22 @@ def laplace_scale_from_gaps(gap_by_rank: torch.Tensor) -> float:
 
 
 def teacher_rank_tables(
-    teacher_logits: torch.Tensor, num_ranks: int
+    teacher_logits: torch.Tensor, num_ranks: int, chunk: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per sample (N×R each, compact dtypes): the class ids at the teacher's top `num_ranks` ranks, the same ids
-    sorted, and the rank of each sorted id, for looking a class's rank up with `searchsorted`."""
-    if num_ranks > 1 << 15:
-        raise ValueError(f"at most {1 << 15} tabled ranks, got {num_ranks}")
-    top = teacher_logits.topk(num_ranks, dim=-1).indices
-    sorted_ids, order = top.sort(dim=-1)
-    return top.to(torch.int32), sorted_ids.to(torch.int32), order.to(torch.int16)
+    """Per sample (N×R each): the class ids at the teacher's top `num_ranks` ranks, the same ids sorted, and
+    the rank of each sorted id, for looking a class's rank up with `searchsorted`. Ids and ranks are stored
+    as int16 when they fit (int32 otherwise); rows are ranked `chunk` at a time to bound memory."""
+    num_classes = teacher_logits.shape[-1]
+    if not 1 <= num_ranks <= num_classes:
+        raise ValueError(f"tabled ranks must be in 1..{num_classes}, got {num_ranks}")
+    id_dtype = torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
+    tables = [torch.empty(len(teacher_logits), num_ranks, dtype=id_dtype, device=teacher_logits.device) for _ in "abc"]
+    for start in range(0, len(teacher_logits), chunk):
+        top = teacher_logits[start : start + chunk].topk(num_ranks, dim=-1).indices
+        sorted_ids, order = top.sort(dim=-1)
+        for table, values in zip(tables, (top, sorted_ids, order), strict=True):
+            table[start : start + chunk] = values.to(id_dtype)
+    return tables[0], tables[1], tables[2]
 
 
 def rank_proposal_of(

@@ -341,8 +341,10 @@ class TeacherMassSmoothing(Method):
 
 
 _PROPOSALS = {0: "top-k", 1: "teacher", 2: "dynamic", 3: "rank"}
-RANK_TABLE = 256  # teacher ranks tabled per sample for the rank proposal (kdviz's truncation)
-RANK_DTYPES = (torch.int32, torch.int32, torch.int16)  # the tables of `teacher_rank_tables`
+# Teacher ranks tabled per sample for the rank proposal: every rank while N×K stays within this many
+# entries (3 int16 tables: 768 MiB), else the top RANK_TABLE_ENTRIES // N (at least RANK_TABLE_MIN).
+RANK_TABLE_ENTRIES = 1 << 27
+RANK_TABLE_MIN = 256
 RANK_PROBE = 512  # training samples whose full logits refit the rank proposal's Laplace scale each epoch
 
 
@@ -367,7 +369,8 @@ class SampledKD(Method):
         "the abstract (ranked classes sampled from a dynamic distribution derived from the teacher–student "
         "interaction in full distillation) and secondary summaries (classes ranked by the teacher–student "
         "difference; a mixture of Laplace distributions over ranks); the paper's full text was not available. "
-        "kdviz's own choices in proposal=3 (rank): ranks are the teacher's (cached once per run, top 256 tabled); "
+        "kdviz's own choices in proposal=3 (rank): ranks are the teacher's (cached once per run; every rank "
+        "tabled up to 2^27 sample×class entries, else the top 2^27/N, at least 256); "
         "the mixture is one Laplace located at rank 0 plus ε uniform over all classes; its scale b is refitted "
         "after every epoch from the student's full predictions on 512 training samples (mean teacher rank "
         "weighted by |p_t - p_s|); the label is always in S and the CE term is estimated on S too; estimator: "
@@ -416,9 +419,11 @@ class SampledKD(Method):
     def _set_up_ranks(self, ctx) -> None:
         """Tabulate every training sample's top teacher ranks once (the teacher is frozen), then fit b."""
         logits, index = ctx.teacher_train_logits[0], ctx.train_index
-        self._num_ranks = min(RANK_TABLE, ctx.dataset.num_classes)
-        tables = [torch.zeros(len(logits), self._num_ranks, dtype=d, device=logits.device) for d in RANK_DTYPES]
-        for table, values in zip(tables, response_losses.teacher_rank_tables(logits[index], self._num_ranks)):
+        num_classes = ctx.dataset.num_classes
+        self._num_ranks = min(num_classes, max(RANK_TABLE_MIN, RANK_TABLE_ENTRIES // len(index)))
+        ranked = response_losses.teacher_rank_tables(logits[index], self._num_ranks)
+        tables = [torch.zeros(len(logits), self._num_ranks, dtype=t.dtype, device=t.device) for t in ranked]
+        for table, values in zip(tables, ranked, strict=True):
             table[index] = values
         self._top_classes, self._sorted_ids, self._rank_of_sorted = tables
         self._refit_scale(ctx)

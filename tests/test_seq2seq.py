@@ -252,3 +252,4 @@ def test_evaluate_translation_reports_every_metric(tiny):
         assert 0 <= metrics[f"bleu_{decoding}"] <= 100
         assert 0 <= metrics[f"exact_{decoding}"] <= 1
         assert f"multimodality_{decoding}" in metrics and f"invalid_variant_{decoding}" in metrics
+    assert 0 < metrics["token_prob_greedy"] <= 1 and 0 <= metrics["greedy_equals_beam"] <= 1

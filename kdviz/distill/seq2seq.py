@@ -361,16 +361,23 @@ def decode_split(
 def evaluate_translation(
     model: Seq2Seq, examples: Sequence[Example], source_vocab: Vocab, target_vocab: Vocab, *, beam: int = 5
 ) -> dict[str, Any]:
-    """BLEU, exact match (against any valid translation) and multimodality, with greedy and beam decoding."""
+    """BLEU, exact match (against any valid translation) and multimodality, with greedy and beam decoding; the
+    mean probability of the tokens greedy decoding writes (`<eos>` included: how peaked the model is) and the
+    share of inputs whose greedy and beam outputs are the same."""
     sources = [source_vocab.encode(e.source) for e in examples]
     references = [e.reference for e in examples]
     metrics: dict[str, Any] = {}
+    decoded: dict[str, list[list[str]]] = {}
     for name, width in (("greedy", 0), ("beam", beam)):
-        outputs = [target_vocab.decode(t) for t in decode_split(model, sources, beam=width).tokens]
+        result = decode_split(model, sources, beam=width)
+        outputs = decoded[name] = [target_vocab.decode(t) for t in result.tokens]
+        if name == "greedy":
+            metrics["token_prob_greedy"] = float(np.mean([p for probs in result.probs for p in probs]))
         choices = variant_choices(outputs, examples)
         picks = [p for values in choices.values() for p in values]
         metrics[f"bleu_{name}"] = corpus_bleu(outputs, references)
         metrics[f"exact_{name}"] = exact_match_rate(outputs, examples)
         metrics[f"multimodality_{name}"] = variant_entropy(choices)
         metrics[f"invalid_variant_{name}"] = float(np.mean([p < 0 for p in picks])) if picks else math.nan
+    metrics["greedy_equals_beam"] = float(np.mean([g == b for g, b in zip(decoded["greedy"], decoded["beam"])]))
     return metrics

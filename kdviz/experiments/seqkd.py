@@ -67,6 +67,8 @@ METRICS = (
     "multimodality_greedy",
     "multimodality_beam",
     "invalid_variant_greedy",
+    "token_prob_greedy",
+    "greedy_equals_beam",
 )
 LABELS = {
     "bleu_greedy": "BLEU greedy",
@@ -76,6 +78,8 @@ LABELS = {
     "multimodality_greedy": "multimod. greedy",
     "multimodality_beam": "multimod. beam",
     "invalid_variant_greedy": "no valid variant (greedy)",
+    "token_prob_greedy": "p(token) greedy",
+    "greedy_equals_beam": "greedy = beam",
 }
 
 #: (metric, treatment, baseline, direction, what it says): the claims the experiment judges.

@@ -135,6 +135,7 @@ def test_factor_sweep_lines_mark_where_a_student_leaves() -> None:
     assert [t.name for t in lines] == ["Teacher", "Student"]
     marker = [t for t in fig.data if t.name == "Student leaves the teacher"][0]
     assert list(marker.x) == [0.0, 1.0] and list(marker.y) == [0.3, 0.2]
+    assert marker.marker.color == lines[1].line.color  # an open circle's outline is its marker colour
     assert list(fig.layout.xaxis.ticktext) == ["none", "circle"]
     assert fig.layout.shapes[0].x0 == -1.0  # the sample's own value
     with pytest.raises(ValueError, match="p_true"):

@@ -552,7 +552,7 @@ def factor_sweep_lines(
                     x=rows["value"].to_numpy(float)[at], y=rows["p_true"].to_numpy(float)[at], mode="markers",
                     showlegend=False,
                     name=f"{name} leaves the teacher",
-                    marker=dict(symbol="circle-open", size=18, line=dict(width=2.5, color=style.color)),
+                    marker=dict(symbol="circle-open", size=18, color=style.color, line=dict(width=2.5)),
                     hovertemplate=f"<b>{name}</b> leaves the teacher at {factor} %{{x:.3g}}<extra></extra>",
                 )
             )  # fmt: skip

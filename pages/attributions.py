@@ -4,8 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from kdviz.analysis import ATTRIBUTION_METHODS
+from kdviz.analysis.token_attributions import TOKEN_METHODS
 from kdviz.plots import agreement_histogram, attribution_grid, attribution_lines, localization_bars
+from kdviz.plots.text import highlighted_sentence
 from kdviz.views import attributions as att
+from kdviz.views import text as txv
 from ui import state
 from ui.app import bootstrap
 from ui.widgets import chart, guard, table
@@ -29,8 +32,39 @@ lesson = state.lesson_mode()
 teacher_id = selection.teacher
 dataset = ws.dataset(teacher_id)
 n_test = len(ws.labels(teacher_id))
-if dataset.input_kind == "text":
-    st.info("Token attributions for text (captum on the embedding layer) are not available yet; pick another dataset.")
+if dataset.input_kind == "text":  # words, not pixels: attributions at the embedding layer
+    text_labels = {"gradient_x_input": "Gradient × input", "integrated_gradients": "Integrated gradients"}
+    text_labels["occlusion"] = "Occlusion"
+    text_method = st.radio(
+        "Method", list(text_labels), key="att_text_method", horizontal=True, format_func=text_labels.get
+    )
+    n_text = int(st.number_input("Sentences", 1, 12, 4, key="att_text_n"))
+    st.caption(
+        f"{TOKEN_METHODS[text_method].capitalize()}. Each model explains the true class: red words push towards it, "
+        "blue words away; every row has its own colour scale."
+    )
+    with guard("compute the token attributions"):
+        indices = list(range(n_text))
+        target = ws.labels(teacher_id)[indices]
+        words = txv.sentence_words(ws, teacher_id, indices)
+        token_maps = {names[r]: txv.token_maps(ws, rid, text_method, indices, target) for r, rid in roles.items()}
+        for row, i in enumerate(indices):
+            title = f"Test sentence {i} (true class: {dataset.class_names[target[row]]})"
+            figure = highlighted_sentence(words[row], {n: m[row] for n, m in token_maps.items()}, title=title)
+            chart(figure, key=f"att_text_{i}")
+        if students:
+            st.markdown(
+                "**Attribution agreement** over the first 200 test sentences: how often a student's most "
+                "important word is the teacher's."
+            )
+            agreement = [
+                {
+                    "student": names[r],
+                    "top-word agreement": txv.agreement_with_teacher(ws, teacher_id, roles[r], text_method),
+                }
+                for r in students
+            ]
+            table(pd.DataFrame(agreement), key="att_text_agreement")
     st.stop()
 
 

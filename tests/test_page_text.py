@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,14 @@ def test_dark_knowledge_shows_the_sentence(app_env):
     assert not at.exception and not at.error
     assert any(m.value.startswith("**Sample") and "\n\n> " in m.value for m in at.markdown)
     assert at.query_params["dataset"] == "sentiment"
+
+
+def test_attributions_highlight_sentences_and_measure_agreement(app_env):
+    at = app_page("pages/attributions.py", dataset="sentiment").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[0].startswith("Test sentence 0 (true class: ") and len(titles) == 4
+    rows = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["y"]
+    assert rows[0] == "Teacher" and len(rows) == 4  # teacher, scratch, distilled, self-distilled
+    agreement = at.dataframe[0].value
+    assert len(agreement) == 3 and agreement["top-word agreement"].between(0, 1).all()

@@ -66,3 +66,15 @@ def test_token_agreement_by_hand_and_bad_input(bag):
         token_attributions(bag, TOKENS, [0], "occlusion")
     with pytest.raises(ValueError, match="unknown token attribution method"):
         token_attributions(bag, TOKENS, TARGET, "saliency")
+
+
+def test_highlighted_sentence_draws_one_row_per_model_on_its_own_scale():
+    from kdviz.plots.text import highlighted_sentence
+
+    fig = highlighted_sentence(["not", "good"], {"Teacher": np.array([2.0, -4.0]), "Student": np.array([0.1, 0.0])})
+    heatmap = fig.data[0]
+    assert list(heatmap.y) == ["Teacher", "Student"]
+    np.testing.assert_allclose(np.array(heatmap.z), [[0.5, -1.0], [1.0, 0.0]])
+    assert [list(row) for row in heatmap.text] == [["not", "good"]] * 2
+    with pytest.raises(ValueError, match="1 values for 2 words"):
+        highlighted_sentence(["not", "good"], {"Teacher": np.array([1.0])})

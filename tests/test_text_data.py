@@ -42,6 +42,7 @@ def test_vocabulary_orders_by_count_then_alphabet_with_pad_and_unk_first():
     assert vocabulary.tokens == ("<pad>", "<unk>", "a", "c", "b")
     assert Vocabulary.build(["b a", "a c", "c a"], max_size=4).tokens == ("<pad>", "<unk>", "a", "c")
     assert (PAD_ID, UNK_ID) == (data_text.PAD_ID, data_text.UNK_ID) == (model_text.PAD_ID, model_text.UNK_ID)
+    assert data_text.DEFAULT_MAX_VOCAB == model_text.DEFAULT_VOCAB_SIZE  # a default vocabulary fits a default model
 
 
 def test_encode_pads_cuts_and_maps_unknown_words():

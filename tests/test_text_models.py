@@ -21,7 +21,7 @@ def sentiment():
 
 def test_text_presets_and_default_pair():
     assert list_models("text") == TEXT_PRESETS
-    assert default_pair("text") == ("text-gru", "text-bag")
+    assert default_pair("text") == ("text-gru", "text-cnn")
     with pytest.raises(ValueError, match="text inputs"):
         build_model("text-bag", (3, 8, 8), num_classes=2, input_kind="image")
     with pytest.raises(ValueError, match="any input"):  # no MLP over token ids

@@ -21,7 +21,7 @@ from kdviz.models.registry import ArchInfo, register_arch
 ENCODERS = ("bag", "cnn", "gru", "transformer")
 # the ids of kdviz.data.text's vocabularies (models and data are sibling layers; a test checks they agree)
 PAD_ID, UNK_ID = 0, 1
-DEFAULT_VOCAB_SIZE = 1000
+DEFAULT_VOCAB_SIZE = 512
 
 
 def padding_mask(tokens: torch.Tensor) -> torch.Tensor:

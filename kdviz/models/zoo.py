@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mlp-64x2-branches": {"arch": "mlp_branches", "hidden": [64, 64]},
     # Text (token ids); see kdviz.models.text.
     "text-bag": {"arch": "text", "encoder": "bag", "dim": 32},
-    "text-cnn": {"arch": "text", "encoder": "cnn", "dim": 64},
+    "text-cnn": {"arch": "text", "encoder": "cnn", "dim": 32},
     "text-gru": {"arch": "text", "encoder": "gru", "dim": 64},
     "text-tf": {"arch": "text", "encoder": "transformer", "dim": 64, "layers": 2},
 }
@@ -53,7 +53,7 @@ DEFAULT_PAIRS: dict[str, tuple[str, str]] = {
     "signal": ("cnn1d-l", "cnn1d-s"),
     "tabular": ("mlp-256x3", "mlp-16"),
     "points": ("mlp-256x3", "mlp-8"),
-    "text": ("text-gru", "text-bag"),
+    "text": ("text-gru", "text-cnn"),
 }
 
 _MLP_PATTERN = re.compile(r"mlp-(\d+(?:x\d+)?(?:-\d+(?:x\d+)?)*)")

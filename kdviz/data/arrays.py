@@ -124,6 +124,9 @@ def save_arrays(dataset: Dataset, name: str, home: str | os.PathLike[str] | None
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
     meta = {"class_names": list(dataset.class_names), "input_kind": dataset.input_kind, "name": name}
+    frames = {split: dataset.metadata(split) for split in SPLITS if dataset.metadata(split) is not None}
+    if frames:  # per-sample metadata as JSON (orient "split"), never pickled
+        meta["metadata"] = {s: json.loads(frame.to_json(orient="split", index=False)) for s, frame in frames.items()}
     sha256 = hashlib.sha256(data + json.dumps(meta, sort_keys=True).encode()).hexdigest()
     folder = arrays_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,5 +152,10 @@ def load_arrays(spec: dict[str, Any], home: str | os.PathLike[str] | None = None
     dataset = dataset_from_arrays(
         str(spec.get("name")), splits, class_names=meta["class_names"], masks=masks, input_kind=meta["input_kind"]
     )
+    if "metadata" in meta:
+        import pandas as pd
+
+        for split, frame in meta["metadata"].items():
+            setattr(dataset, f"metadata_{split}", pd.DataFrame(frame["data"], columns=frame["columns"]))
     dataset.spec = dict(spec)
     return dataset

@@ -63,6 +63,9 @@ class Pair:
     the test images (bool N×H×W), for localisation. A missing train or val split reuses test.
     `history` maps a model to its training records (a list of per-epoch dicts or a DataFrame, e.g.
     ``distill_student(...).history``); saved with the pair, the Runs page draws its curves.
+    `metadata`: per-sample facts that are not inputs (a pandas DataFrame for the test split, one row
+    per sample, or ``{"test": frame, "train": ...}``); saved with the pair, the Divergence page's
+    slices write rules over them. With `data=` the dataset's own metadata is kept unless given.
 
     Per-model options take one value or a ``{"teacher": ..., "student": ...}`` mapping: `output`
     picks the logits from a model's outputs (a key, an index or a function; default: the tensor,
@@ -86,6 +89,7 @@ class Pair:
         layers: PerModel = None,
         cam_layer: PerModel = None,
         history: Mapping[str, Any] | None = None,
+        metadata: Any = None,
         name: str = "my-pair",
         device: str | torch.device | None = "cpu",
         batch_size: int = 256,
@@ -94,6 +98,7 @@ class Pair:
         self.batch_size = int(batch_size)
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.dataset = _pair_dataset(name, test, train, val, data, class_names, masks)
+        _attach_metadata(self.dataset, metadata)
         self.originals: dict[str, nn.Module] = {"teacher": teacher, "student": student}
         if scratch is not None:
             self.originals["scratch"] = scratch
@@ -292,13 +297,16 @@ def _pair_dataset(
         if test is not None or train is not None or val is not None:
             raise DatasetError("pass either data= (a kdviz dataset) or test=/train=/val=, not both")
         dataset = data if isinstance(data, Dataset) else get_dataset(data)
-        return dataset_from_arrays(
+        arrays = dataset_from_arrays(
             name,
             splits_from(dataset),
             class_names=list(class_names or dataset.class_names),
             masks={s: dataset.masks(s) for s in ("train", "val", "test") if dataset.masks(s) is not None},
             input_kind=dataset.input_kind,
         )
+        for split in ("train", "val", "test"):  # e.g. the generating factors of shapes
+            setattr(arrays, f"metadata_{split}", dataset.metadata(split))
+        return arrays
     if test is None:
         raise DatasetError("pass test=(x_test, y_test) (or data=, a kdviz dataset) to compare the models on")
     splits = {"test": as_split(test, "test")}
@@ -309,6 +317,25 @@ def _pair_dataset(
     mask_map = None if masks is None else {"test": torch.as_tensor(np.asarray(masks))}
     return dataset_from_arrays(name, splits, class_names=None if class_names is None else list(class_names),
                                masks=mask_map)
+
+
+def _attach_metadata(dataset: Dataset, metadata: Any) -> None:
+    """Set the splits' metadata frames (a frame means the test split's), checking one row per sample."""
+    if metadata is None:
+        return
+    frames = metadata if isinstance(metadata, Mapping) else {"test": metadata}
+    unknown = sorted(set(frames) - {"train", "val", "test"})
+    if unknown:
+        raise DatasetError(f"metadata for unknown split(s) {', '.join(map(str, unknown))}; splits: train, val, test")
+    for split, frame in frames.items():
+        if not isinstance(frame, pd.DataFrame):
+            raise DatasetError(f"metadata for the {split} split must be a pandas DataFrame, got {type(frame).__name__}")
+        n = len(dataset.split(split)[1])
+        if len(frame) != n:
+            raise DatasetError(
+                f"metadata for the {split} split has {len(frame)} rows but the split has {n} samples (one row each)"
+            )
+        setattr(dataset, f"metadata_{split}", frame.reset_index(drop=True).copy())
 
 
 def wrap_model(net: nn.Module, dataset: Dataset, options: Mapping[str, Any], example: torch.Tensor) -> ExternalModel:

@@ -73,3 +73,18 @@ def test_cli_lists_the_experiment_and_the_corpus(capsys):
     assert "methods must be among scratch, word_kd, seq_kd" in capsys.readouterr().err
     assert main(["datasets"]) == 0
     assert "translation" in capsys.readouterr().out
+
+
+def test_figures_on_hand_made_rows():
+    summary = [
+        {"method": "scratch", "bleu_greedy_mean": 60.0, "bleu_greedy_half": 2.0},
+        {"method": "seq_kd", "bleu_greedy_mean": 70.0, "bleu_greedy_half": None},
+    ]
+    fig = method_bars(summary, {"bleu_greedy": 72.0}, ["bleu_greedy"], seqkd.LABELS, title="t")
+    bars, teacher = fig.data
+    assert list(bars.y) == [60.0, 70.0] and list(bars.error_y.array) == [2.0, 0.0]
+    assert list(teacher.y) == [72.0, 72.0]
+    heat = token_probabilities([("a", ["x", "y"], [0.5, 1.0]), ("b", ["z"], [0.25])]).data[0]
+    assert heat.z[1][0] == 0.25 and math.isnan(heat.z[1][1]) and list(heat.text[1]) == ["z", ""]
+    with pytest.raises(ValueError, match="at least one summary row"):
+        method_bars([], {}, ["bleu_greedy"])

@@ -62,3 +62,14 @@ def test_undecodable_bytes_name_the_position():
         load_csv(data, "label", text_column="review", filename="r.csv")
     with pytest.raises(DatasetError, match="UTF-16"):
         load_csv(reviews().encode("utf-16"), "label", text_column="review", filename="r.csv")
+
+
+def test_an_uploaded_text_csv_reloads_from_its_spec(tmp_path):
+    from kdviz.data.uploads import load_upload, save_upload
+
+    spec, dataset = save_upload(
+        "reviews.csv", reviews().encode(), root=tmp_path, label_column="label", text_column="review"
+    )
+    assert spec["text_column"] == "review" and dataset.input_kind == "text"
+    again = load_upload(spec, root=tmp_path)
+    assert torch.equal(again.x_test, dataset.x_test) and again.vocabulary == dataset.vocabulary

@@ -52,3 +52,10 @@ def test_points_sliders_and_nearest_counterfactual(app_env) -> None:
     assert not at.exception and not errors(at)
     after = [m.value for m in at.markdown if "Nearest counterfactual" in m.value][0]
     assert after != before
+
+
+def test_other_data_is_told_what_counterfactuals_need(app_env) -> None:
+    at = app_page("pages/divergence.py", dataset="digits").run()
+    assert not at.exception and not errors(at)
+    assert any("Counterfactual edits work on `shapes`" in info.value for info in at.info)
+    assert not [s for s in at.slider if s.key.startswith("div_cf_")]

@@ -194,3 +194,27 @@ def test_sweep_and_cams_equal_direct_evaluation_through_each_models_view(tiny: T
     direct = attribute(tiny.models["s"], data.x_test[5:6], label, "grad_cam")[0].numpy()
     assert np.allclose(cams["student"][0], direct, atol=1e-6)  # the unedited image is the test image
     assert cfv.sweep_values("cue") == [float(v) for v in range(-1, 8)]
+
+
+def test_edits_wait_for_an_attribution_holding_the_models_lock(tiny: TinyWorkspace) -> None:
+    import threading
+
+    from kdviz.analysis.attributions import module_lock
+
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def attribution_in_progress() -> None:
+        with module_lock(tiny.models["s"]):
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=attribution_in_progress)
+    holder.start()
+    holding.wait(5)
+    worker = threading.Thread(target=lambda: (cfv.edit_image(tiny, {"student": "s"}, 2, "size", 7.0), done.set()))
+    worker.start()
+    assert not done.wait(0.5)  # the student's forward pass waits for the lock
+    release.set()
+    holder.join(5)
+    assert done.wait(10)
+    worker.join(5)

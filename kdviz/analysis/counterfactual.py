@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kdviz.analysis.attributions import module_lock
 from kdviz.data.shapes import ShapeImages, render_counterfactual
 
 __all__ = [
@@ -64,7 +65,8 @@ def factor_sweep(
     for name, model in models.items():
         view = (inputs or {}).get(name, "standard")
         x = normalise_images(np.concatenate([model_view(r, view) for r in rendered]), normalization)
-        probs = torch.softmax(model(x).float(), dim=1).numpy()
+        with module_lock(model):  # a shared model may be under a hook-based attribution in another thread
+            probs = torch.softmax(model(x).float(), dim=1).numpy()
         for value, p in zip(values, probs):
             rows.append(
                 {"value": float(value), "model": name, "p_true": float(p[label]), "prediction": int(p.argmax())}

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from kdviz.analysis import attribute
+from kdviz.analysis.attributions import module_lock
 from kdviz.analysis.counterfactual import (
     DIVERGENCE_GAP,
     factor_sweep,
@@ -88,6 +89,13 @@ def _check_index(ws: Workspace, run_id: str, index: int, split: str) -> int:
     if not (isinstance(index, int | np.integer) and 0 <= int(index) < n):
         raise ValueError(f"sample {index} is out of range: split {split!r} has {n} samples (0..{n - 1})")
     return int(index)
+
+
+@torch.no_grad()
+def _probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Softmax of a shared model's logits, holding its lock (another thread may be attributing with hooks)."""
+    with module_lock(model):
+        return torch.softmax(predict_logits(model, x).float(), dim=1).numpy()
 
 
 # --------------------------------------------------------------------------- shapes
@@ -185,8 +193,7 @@ def edit_image(
         edited = {}
         with torch.no_grad():
             for role, run_id in roles.items():
-                logits = predict_logits(ws.model(run_id), inputs[role]).float()
-                edited[role] = torch.softmax(logits, dim=1)[0].numpy().astype(np.float64)
+                edited[role] = _probabilities(ws.model(run_id), inputs[role])[0].astype(np.float64)
         return ImageEdit(
             index=index,
             label=int(ws.labels(first, split)[index]),
@@ -325,11 +332,8 @@ def evaluate_point(ws: Workspace, roles: Mapping[str, str], point: np.ndarray) -
         raise ValueError(f"the point must hold {len(names)} finite feature values ({', '.join(names)}), got {raw}")
     mean, std = _raw_scale(ws, first)
     x = torch.from_numpy(((raw - mean) / std).astype(np.float32))[None]
-    probs = {}
-    with torch.no_grad():
-        for role, run_id in roles.items():
-            probs[role] = torch.softmax(predict_logits(ws.model(run_id), x).float(), dim=1)[0].numpy()
-    return FeatureEdit(point=raw, probs={r: p.astype(np.float64) for r, p in probs.items()})
+    probs = {role: _probabilities(ws.model(run_id), x)[0].astype(np.float64) for role, run_id in roles.items()}
+    return FeatureEdit(point=raw, probs=probs)
 
 
 @dataclass

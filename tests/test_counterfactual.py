@@ -218,3 +218,68 @@ def test_edits_wait_for_an_attribution_holding_the_models_lock(tiny: TinyWorkspa
     holder.join(5)
     assert done.wait(10)
     worker.join(5)
+
+
+class PointsWorkspace:
+    """Two linear models on four 2-D training points, normalised with mean (1, 2) and std (2, 4)."""
+
+    raw_train = np.array([[1.0, 2.0], [3.0, 2.0], [1.0, 10.0], [-5.0, 2.0]])
+
+    def __init__(self) -> None:
+        mean, std = np.array([1.0, 2.0]), np.array([2.0, 4.0])
+        x = torch.tensor((self.raw_train - mean) / std, dtype=torch.float32)
+        self.data = SimpleNamespace(
+            name="toy", input_kind="points", input_shape=(2,), class_names=["left", "right"], spec={},
+            normalization={"mean": mean.tolist(), "std": std.tolist()}, x=x,
+        )  # fmt: skip
+        # teacher: class 1 when the first normalised feature > 0.5; student: when the second is
+        self.models = {"t": torch.nn.Linear(2, 2), "s": torch.nn.Linear(2, 2)}
+        with torch.no_grad():
+            for run_id, column in (("t", 0), ("s", 1)):
+                weight = torch.zeros(2, 2)
+                weight[1, column] = 10.0
+                self.models[run_id].weight.copy_(weight)
+                self.models[run_id].bias.copy_(torch.tensor([0.0, -5.0]))
+        self._cache: dict = {}
+
+    def dataset(self, run_id: str):
+        return self.data
+
+    def model(self, run_id: str) -> torch.nn.Module:
+        return self.models[run_id]
+
+    def inputs(self, run_id: str, split: str = "test"):
+        return self.data.x, torch.zeros(4, dtype=torch.int64)
+
+    def labels(self, run_id: str, split: str = "test") -> np.ndarray:
+        return np.zeros(4, dtype=np.int64)
+
+    def probs(self, run_id: str, split: str = "test") -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(self.models[run_id](self.data.x), dim=1).numpy()
+
+    def cached(self, key, make):
+        return self._cache.setdefault(key, make())
+
+
+def test_feature_edits_and_the_nearest_counterfactual_in_the_datas_units() -> None:
+    ws = PointsWorkspace()
+    roles = {"teacher": "t", "student": "s"}
+    assert cfv.counterfactual_kind(ws, "t") == "features"
+    assert cfv.feature_names(ws, "t") == ["x1", "x2"]
+    ranges = cfv.feature_ranges(ws, "t")
+    assert ranges["min"].tolist() == pytest.approx([-5.0, 2.0]) and ranges["max"].tolist() == pytest.approx([3.0, 10.0])
+    assert cfv.sample_point(ws, "t", 1) == pytest.approx([3.0, 2.0])
+    # (1, 2) normalises to (0, 0): both models say "left"
+    edit = cfv.evaluate_point(ws, roles, np.array([1.0, 2.0]))
+    assert edit.predictions() == {"teacher": 0, "student": 0}
+    nearest = cfv.nearest_training_counterfactual(ws, roles, edit)
+    # training rows 1 (teacher says right) and 2 (student says right) differ; in training-std units
+    # (std 3 and 3.46) row 1 is 2/3 = 0.67 away, row 2 is 8/3.46 = 2.31: row 1
+    assert nearest.train_index == 1
+    assert ranges["std"].tolist() == pytest.approx([3.0, np.sqrt(12.0)])
+    assert nearest.distance == pytest.approx(2.0 / 3.0)
+    assert nearest.features["difference"].tolist() == pytest.approx([2.0, 0.0])
+    assert nearest.predictions.set_index("model")["counterfactual"].to_dict() == {"teacher": "right", "student": "left"}
+    with pytest.raises(ValueError, match="2 finite feature values"):
+        cfv.evaluate_point(ws, roles, np.array([1.0, np.nan]))

@@ -14,6 +14,12 @@ Prints per page p50 / p95 / max seconds, errors, the server's CPU seconds per vi
     python bench/classroom.py --sessions 1,10,30                       # every page, same page for all sessions
     python bench/classroom.py --sessions 30 --mix                      # 30 sessions spread over the 8 pages
     python bench/classroom.py --mode browser --sessions 10 --pages ,calibration
+    python bench/classroom.py --jobs 30                                # 30 sessions each queue a training job
+
+``--jobs N``: N sessions open the Train page on ``moons`` at once, each sets its own seed and clicks
+"Train student" (a 3-epoch kd student of the shipped teacher) — N different jobs in the shared queue.
+Reports the click's answer time, whether each session saw its job queued (with its queue position)
+and no error, how long until all N runs are stored, and page views of other sessions meanwhile.
 """
 
 from __future__ import annotations
@@ -122,6 +128,111 @@ def run_protocol(args: argparse.Namespace) -> None:
                 report(f"{n} sessions open {page or 'home'} at once", results, after[1] - before[1], after[0])
 
 
+# -- job mode: every session queues its own training job ------------------------------------------------
+
+JOB_QUERY = "dataset=moons&tr_method=kd&tr_epochs=3"
+
+
+async def _script_run(socket, page: str, query: str, widgets: list | None, timeout: float) -> dict[str, list[str]]:
+    """One script run on an open session; the texts it showed by kind, and widget ids by their user key."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    request = BackMsg()
+    request.rerun_script.query_string = query
+    request.rerun_script.page_name = page
+    request.rerun_script.page_script_hash = ""
+    if widgets:
+        request.rerun_script.widget_states.widgets.extend(widgets)
+    await socket.send(request.SerializeToString())
+    shown: dict[str, list[str]] = {"error": [], "toast": [], "markdown": [], "ids": []}
+    async with asyncio.timeout(timeout):
+        async for frame in socket:
+            if not isinstance(frame, bytes):
+                continue
+            msg = ForwardMsg()
+            msg.ParseFromString(frame)
+            kind = msg.WhichOneof("type")
+            if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                element = msg.delta.new_element
+                which = element.WhichOneof("type")
+                if which == "exception":
+                    shown["error"].append(element.exception.message)
+                elif which == "alert" and element.alert.format == 1:
+                    shown["error"].append(element.alert.body)
+                elif which == "toast":
+                    shown["toast"].append(element.toast.body)
+                elif which == "markdown":
+                    shown["markdown"].append(element.markdown.body)
+                elif which in ("button", "number_input"):
+                    shown["ids"].append(getattr(element, which).id)
+            elif kind == "script_finished" and msg.script_finished in (0, 1):  # a full run (not a fragment) finished
+                return shown
+    raise ConnectionError("the server closed the session before the run finished")
+
+
+async def queue_job(url: str, seed: int, timeout: float = 600.0) -> tuple[float, list[str], str]:
+    """Open Train, set the seed, click "Train student"; (seconds the click took, errors, the job line seen)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    from websockets.asyncio.client import connect
+
+    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
+    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
+        first = await _script_run(socket, "train", JOB_QUERY, None, timeout)
+        ids = {wid.rsplit("-", 1)[-1]: wid for wid in first["ids"]}
+        missing = [key for key in ("tr_seed", "tr_submit_student") if key not in ids]
+        if missing or first["error"]:
+            return 0.0, first["error"] + [f"widget {key} not on the Train page" for key in missing], ""
+        widgets = [WidgetState(id=ids["tr_seed"], int_value=seed), WidgetState(id=ids["tr_submit_student"])]
+        widgets[1].trigger_value = True
+        started = time.perf_counter()
+        clicked = await _script_run(socket, "train", JOB_QUERY, widgets, timeout)
+        seconds = time.perf_counter() - started
+    line = next((text for text in clicked["markdown"] if "queued" in text or "running" in text), "")
+    errors = clicked["error"] + ([] if clicked["toast"] else ["no toast after the click"])
+    return seconds, errors, line
+
+
+def run_jobs(args: argparse.Namespace) -> None:
+    from kdviz.store import RunStore
+
+    n = int(args.jobs)
+    with tempfile.TemporaryDirectory() as home, serve_app(home) as url:
+        proc = server_proc(int(url.rsplit(":", 1)[1]))
+        asyncio.run(protocol_burst(url, ["", "train", "calibration"]))  # installs the samples, warms the pages
+        store = RunStore(Path(home), recover=False)
+        before = {r.id for r in store.list(dataset="moons")}
+        usage = server_usage(proc)
+        started = time.perf_counter()
+        clicks = asyncio.run(_gather(*(queue_job(url, 100 + i) for i in range(n))))
+        answered = [c[0] for c in clicks]
+        print(f"\n{n} sessions each queue a different job (moons, kd, 3 epochs): clicks answered "
+              f"p50 {statistics.median(answered):.2f} s, p95 {percentile(answered, 0.95):.2f} s, "
+              f"max {max(answered):.2f} s")  # fmt: skip
+        errors = [e for _, errs, _ in clicks for e in errs]
+        positions = [line for _, _, line in clicks if "position" in line]
+        print(f"  {len(errors)} errors; {len(positions)} sessions saw their queue position, e.g. "
+              f"{positions[-1] if positions else '-'!r}")  # fmt: skip
+        for error in errors[:5]:
+            print("  error:", error[:200])
+        views = asyncio.run(protocol_burst(url, ["calibration"] * n))
+        print(f"  meanwhile {n} other sessions opened calibration: p95 "
+              f"{percentile([v[1] for v in views], 0.95):.2f} s, {sum(len(v[2]) for v in views)} errors")  # fmt: skip
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            done = {r.id for r in store.list(dataset="moons")} - before
+            if len(done) >= n:
+                break
+            time.sleep(1.0)
+        after = server_usage(proc)
+        cpu = f", server {after[1] - usage[1]:.0f} CPU s, RSS {after[0]:.0f} MiB" if usage and after else ""
+        print(f"  {len(done)}/{n} runs stored {time.perf_counter() - started:.1f} s after the clicks{cpu}")
+
+
+async def _gather(*tasks):
+    return await asyncio.gather(*tasks)
+
+
 # -- browser mode --------------------------------------------------------------------------------------
 
 
@@ -173,8 +284,11 @@ def main() -> None:
     parser.add_argument("--sessions", default="1,10,30", help="comma-separated session counts (browser: the last)")
     parser.add_argument("--pages", default=None, help="comma-separated page paths ('' is Home); default: all eight")
     parser.add_argument("--mix", action="store_true", help="spread the sessions over the pages instead of one page")
+    parser.add_argument("--jobs", default=None, help="N sessions each queue a different training job (see above)")
     args = parser.parse_args()
-    if args.mode == "browser":
+    if args.jobs:
+        run_jobs(args)
+    elif args.mode == "browser":
         asyncio.run(run_browser_async(args))
     else:
         run_protocol(args)

@@ -133,63 +133,25 @@ def run_protocol(args: argparse.Namespace) -> None:
 JOB_QUERY = "dataset=moons&tr_method=kd&tr_epochs=3"
 
 
-async def _script_run(socket, page: str, query: str, widgets: list | None, timeout: float) -> dict[str, list[str]]:
-    """One script run on an open session; the texts it showed by kind, and widget ids by their user key."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-    request = BackMsg()
-    request.rerun_script.query_string = query
-    request.rerun_script.page_name = page
-    request.rerun_script.page_script_hash = ""
-    if widgets:
-        request.rerun_script.widget_states.widgets.extend(widgets)
-    await socket.send(request.SerializeToString())
-    shown: dict[str, list[str]] = {"error": [], "toast": [], "markdown": [], "ids": []}
-    async with asyncio.timeout(timeout):
-        async for frame in socket:
-            if not isinstance(frame, bytes):
-                continue
-            msg = ForwardMsg()
-            msg.ParseFromString(frame)
-            kind = msg.WhichOneof("type")
-            if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
-                element = msg.delta.new_element
-                which = element.WhichOneof("type")
-                if which == "exception":
-                    shown["error"].append(element.exception.message)
-                elif which == "alert" and element.alert.format == 1:
-                    shown["error"].append(element.alert.body)
-                elif which == "toast":
-                    shown["toast"].append(element.toast.body)
-                elif which == "markdown":
-                    shown["markdown"].append(element.markdown.body)
-                elif which in ("button", "number_input"):
-                    shown["ids"].append(getattr(element, which).id)
-            elif kind == "script_finished" and msg.script_finished in (0, 1):  # a full run (not a fragment) finished
-                return shown
-    raise ConnectionError("the server closed the session before the run finished")
-
-
 async def queue_job(url: str, seed: int, timeout: float = 600.0) -> tuple[float, list[str], str]:
     """Open Train, set the seed, click "Train student"; (seconds the click took, errors, the job line seen)."""
     from streamlit.proto.WidgetStates_pb2 import WidgetState
-    from websockets.asyncio.client import connect
 
-    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
-    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
-        first = await _script_run(socket, "train", JOB_QUERY, None, timeout)
-        ids = {wid.rsplit("-", 1)[-1]: wid for wid in first["ids"]}
+    from ui.warmup import open_session, script_run
+
+    async with open_session(url, timeout) as socket:
+        first = await script_run(socket, "train", JOB_QUERY, timeout=timeout)
+        ids = first["ids"]
         missing = [key for key in ("tr_seed", "tr_submit_student") if key not in ids]
-        if missing or first["error"]:
-            return 0.0, first["error"] + [f"widget {key} not on the Train page" for key in missing], ""
+        if missing or first["errors"]:
+            return 0.0, first["errors"] + [f"widget {key} not on the Train page" for key in missing], ""
         widgets = [WidgetState(id=ids["tr_seed"], int_value=seed), WidgetState(id=ids["tr_submit_student"])]
         widgets[1].trigger_value = True
         started = time.perf_counter()
-        clicked = await _script_run(socket, "train", JOB_QUERY, widgets, timeout)
+        clicked = await script_run(socket, "train", JOB_QUERY, widgets, timeout)
         seconds = time.perf_counter() - started
     line = next((text for text in clicked["markdown"] if "queued" in text or "running" in text), "")
-    errors = clicked["error"] + ([] if clicked["toast"] else ["no toast after the click"])
+    errors = clicked["errors"] + ([] if clicked["toasts"] else ["no toast after the click"])
     return seconds, errors, line
 
 

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATES = frozenset({"queued", "running"})
 MAX_ERROR_CHARS = 300
+#: How often a worker looks whether another process has finished a run it waits for.
+CLAIM_POLL_SECONDS = 0.5
 
 ProgressFn = Callable[[EpochReport], None]
 CancelFn = Callable[[], bool]
@@ -474,11 +476,28 @@ class JobRegistry:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        """Run one job; mark it done only once its run is in the store."""
-        state, error, record = "done", None, None
+        """Run one job; mark it done only once its run is in the store.
+
+        Another process on the same store (a second app process) may be training the same run:
+        the store's claim makes this worker wait for that run instead of training it twice.
+        """
+        state, error, record, claimed, waited = "done", None, None, False, False
         try:
-            self._runner(job.config, self.store, job._record_epoch, job._stop.is_set)
-            record = self.store.get(job.id)
+            while record is None and not (claimed := self.store.claim(job.id)):
+                if not waited:
+                    logger.info("job %s: another process on this store trains the run; waiting for it", job.id)
+                    waited = True
+                record = self.store.get(job.id)
+                if record is None:
+                    if job._stop.is_set():
+                        raise TrainingCancelled("cancelled while another process trained this run")
+                    time.sleep(CLAIM_POLL_SECONDS)
+            if record is None:
+                record = self.store.get(job.id)  # finished elsewhere just before we claimed it
+            if record is None:
+                logger.info("job %s: training", job.id)
+                self._runner(job.config, self.store, job._record_epoch, job._stop.is_set)
+                record = self.store.get(job.id)
             if record is None:
                 raise JobError(f"training finished but run {job.id} is not in the store at {self.store.root}")
         except TrainingCancelled:
@@ -488,6 +507,9 @@ class JobRegistry:
         except Exception as exc:
             logger.exception("training job %s failed", job.id)
             state, error = "failed", error_message(exc)
+        finally:
+            if claimed:
+                self.store.release(job.id)
         with self._lock:
             self._running.discard(job)
             job._finish(state, error, record)

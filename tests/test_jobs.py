@@ -169,6 +169,35 @@ def test_queue_positions_follow_submit_order(make_registry):
     assert registry.active() == [c]
 
 
+def test_two_registries_on_one_store_train_a_run_once(make_registry, store):
+    """Two app processes on one store (here two registries: the claim is per store, not per registry)."""
+    first_runner, second_runner = FakeRunner(), FakeRunner(auto=True)
+    first = make_registry(first_runner)
+    second = make_registry(second_runner)
+    a = first.submit(make_config(epochs=1), owner="ann")
+    assert first_runner.entered.wait(5)
+    b = second.submit(make_config(epochs=1), owner="bob")
+    until(lambda: b.state == "running")
+    time.sleep(0.3)
+    assert second_runner.calls == []  # waits for the other's run instead of training it
+    first_runner.allow(1)
+    assert a.wait(5) and b.wait(5)
+    assert a.state == b.state == "done" and b.run_id == a.run_id
+    assert second_runner.calls == [] and len(store.list()) == 1
+    assert not (store.claims_dir / a.id).exists()  # released
+
+
+def test_a_waiting_job_can_be_cancelled(make_registry, store):
+    first_runner = FakeRunner()
+    first, second = make_registry(first_runner), make_registry(FakeRunner(auto=True))
+    first.submit(make_config(epochs=1))
+    assert first_runner.entered.wait(5)
+    b = second.submit(make_config(epochs=1), owner="bob")
+    until(lambda: b.state == "running")
+    assert b.cancel("bob") and b.wait(5) and b.state == "cancelled"
+    first_runner.allow(1)
+
+
 def test_full_queue_is_refused_with_a_clear_message(make_registry):
     runner = FakeRunner()
     registry = make_registry(runner, workers=1, max_pending=2)

@@ -750,3 +750,34 @@ def test_a_killed_writer_process_never_leaves_a_visible_half_run(tmp_path: Path,
     weights = {"w": torch.ones(2)}
     record = store.save(cfg, [{"epoch": 1, "loss": 1.0}], {"test_accuracy": 0.5}, {1: weights, 2: weights})
     assert len(store.list()) == 1 and store.get(record.id) is not None
+
+
+# -- training claims: several app processes on one store ----------------------------------------
+
+
+def test_a_claim_is_held_until_released(store: RunStore):
+    run_id = "0123456789abcdef"
+    assert store.claim(run_id)
+    assert not store.claim(run_id)  # held (here by this very process: a second registry waits too)
+    store.release(run_id)
+    assert store.claim(run_id)
+    with pytest.raises(ValueError, match="not a run id"):
+        store.claim("../../etc")
+
+
+def test_a_dead_process_claim_is_taken_over_and_recovered(store: RunStore):
+    import subprocess
+    import sys
+
+    from kdviz.store.runs import _host_tag
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    store.claims_dir.mkdir(exist_ok=True)
+    (store.claims_dir / "0123456789abcdef").write_text(f"{dead_pid}@{_host_tag()}")
+    assert store.claim("0123456789abcdef")  # its owner has exited
+    (store.claims_dir / "fedcba9876543210").write_text(f"{dead_pid}@{_host_tag()}")
+    (store.claims_dir / "00000000000000aa").write_text(f"{os.getppid()}@{_host_tag()}")  # a live process
+    assert "claims/fedcba9876543210" in store.recover()
+    assert sorted(p.name for p in store.claims_dir.iterdir()) == ["00000000000000aa", "0123456789abcdef"]
+    assert not store.claim("00000000000000aa")

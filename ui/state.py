@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,9 +24,23 @@ ROLE_TITLES = {
 }
 
 
+def _log_to_stderr() -> None:
+    """kdviz's log lines (job starts and ends, errors behind the pages' short messages) go to the server's
+    stderr at $KDVIZ_LOG_LEVEL (default WARNING; INFO shows every training job)."""
+    logger = logging.getLogger("kdviz")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    level = os.environ.get("KDVIZ_LOG_LEVEL", "WARNING").upper()
+    logger.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
+
+
 @st.cache_resource(show_spinner=False)
 def workspace() -> Workspace:
     """The one workspace of this server process (run store at $KDVIZ_HOME), samples installed."""
+    _log_to_stderr()
     ws = Workspace(RunStore())
     ws.install_samples()
     return ws

@@ -16,9 +16,12 @@ import os
 import sys
 import time
 import urllib.request
+from typing import Any
 
 #: ForwardMsg.script_finished statuses that end a full run (not a fragment's).
 _FINISHED = ("FINISHED_SUCCESSFULLY", "FINISHED_WITH_COMPILE_ERROR")
+#: Element types whose widget ids `script_run` reports (by the widget's user key).
+_WIDGETS = ("button", "number_input", "selectbox", "slider", "text_input", "checkbox", "toggle", "radio")
 
 
 def server_url(argv: list[str]) -> str:
@@ -50,43 +53,72 @@ def wait_healthy(url: str, timeout: float) -> None:
         time.sleep(0.3)
 
 
+def open_session(url: str, timeout: float = 300.0) -> Any:
+    """A new Streamlit session on the server at `url` (an async context manager yielding the websocket)."""
+    from websockets.asyncio.client import connect
+
+    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
+    return connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout)
+
+
+async def script_run(
+    socket: Any, page: str = "", query: str = "", widgets: list[Any] | None = None, timeout: float = 300.0
+) -> dict[str, Any]:
+    """Ask an open session for one run of `page` (with URL `query` and `widgets`' states) and read it to its end.
+
+    Returns what the run showed: ``status`` (the finish status), ``errors`` (exceptions, error boxes,
+    a page the app does not have), ``toasts``, ``markdown`` texts and widget ``ids`` by their user key.
+    """
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    request = BackMsg()
+    request.rerun_script.query_string = query
+    request.rerun_script.page_name = page
+    request.rerun_script.page_script_hash = ""
+    if widgets:
+        request.rerun_script.widget_states.widgets.extend(widgets)
+    await socket.send(request.SerializeToString())
+    shown: dict[str, Any] = {"errors": [], "toasts": [], "markdown": [], "ids": {}}
+    async with asyncio.timeout(timeout):
+        async for frame in socket:
+            if not isinstance(frame, bytes):
+                continue
+            msg = ForwardMsg()
+            msg.ParseFromString(frame)
+            kind = msg.WhichOneof("type")
+            if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                element = msg.delta.new_element
+                which = element.WhichOneof("type")
+                if which == "exception":
+                    shown["errors"].append(f"exception: {element.exception.message}")
+                elif which == "alert" and element.alert.format == 1:  # ERROR
+                    shown["errors"].append(element.alert.body)
+                elif which == "toast":
+                    shown["toasts"].append(element.toast.body)
+                elif which == "markdown":
+                    shown["markdown"].append(element.markdown.body)
+                elif which in _WIDGETS:
+                    widget_id = getattr(element, which).id
+                    shown["ids"][widget_id.rsplit("-", 1)[-1]] = widget_id
+            elif kind == "page_not_found":
+                shown["errors"].append(f"page not found: {page!r}")
+            elif kind == "script_finished":
+                status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
+                if status in _FINISHED:
+                    shown["status"] = status
+                    return shown
+    raise ConnectionError("the server closed the session before the run finished")
+
+
 async def run_page(url: str, page: str = "", timeout: float = 300.0) -> tuple[str, list[str]]:
     """Open a new session on the server at `url`, run `page` ("" is the root) once; (finish status, errors shown).
 
     Errors are the texts of exceptions and error boxes the run displayed, and a page the app does not have.
     """
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-    from websockets.asyncio.client import connect
-
-    errors: list[str] = []
-    ws_url = "ws" + url.removeprefix("http") + "/_stcore/stream"
-    async with connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout) as socket:
-        request = BackMsg()
-        request.rerun_script.query_string = ""
-        request.rerun_script.page_name = page
-        request.rerun_script.page_script_hash = ""
-        await socket.send(request.SerializeToString())
-        async with asyncio.timeout(timeout):
-            async for frame in socket:
-                if not isinstance(frame, bytes):
-                    continue
-                msg = ForwardMsg()
-                msg.ParseFromString(frame)
-                kind = msg.WhichOneof("type")
-                if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
-                    element = msg.delta.new_element
-                    if element.WhichOneof("type") == "exception":
-                        errors.append(f"exception: {element.exception.message}")
-                    elif element.WhichOneof("type") == "alert" and element.alert.format == 1:  # ERROR
-                        errors.append(element.alert.body)
-                elif kind == "page_not_found":
-                    errors.append(f"page not found: {page!r}")
-                elif kind == "script_finished":
-                    status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
-                    if status in _FINISHED:
-                        return status, errors
-    raise ConnectionError("the server closed the session before the run finished")
+    async with open_session(url, timeout) as socket:
+        shown = await script_run(socket, page, timeout=timeout)
+    return shown["status"], shown["errors"]
 
 
 def warm(url: str, timeout: float = 300.0) -> float:

@@ -69,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STALE_TMP_SECONDS = 30 * 60  # a live writer touches its temp folder far more often than this
+STALE_CLAIM_SECONDS = 24 * 3600  # a training claim of another host (its process cannot be checked)
 SQLITE_TIMEOUT_SECONDS = 30.0
 RUN_ID = re.compile(r"[0-9a-f]{16}")
 INDEXED_FIELDS = ("name", "kind", "method", "dataset", "status")
@@ -104,10 +105,12 @@ def _owner_is_gone(name: str) -> bool:
     """True when a temp folder's writer was a process on this host that no longer runs.
     Folders of other hosts (a shared store) or of the old naming wait for the 30-minute rule."""
     match = _TMP_OWNER.fullmatch(name)
-    if match is None or match.group(2) != _host_tag():
-        return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
+    return match is not None and _process_is_gone(int(match.group(1)), match.group(2))
+
+
+def _process_is_gone(pid: int, host: str) -> bool:
+    """True when process `pid` of host tag `host` is known to have exited (only this host's can be checked)."""
+    if host != _host_tag() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -162,6 +165,7 @@ class RunStore:
     def __init__(self, root: str | os.PathLike[str] | None = None, *, recover: bool = True) -> None:
         self.root = Path(root).expanduser() if root is not None else default_home()
         self.runs_dir = self.root / "runs"
+        self.claims_dir = self.root / "claims"
         self.index_path = self.root / "index.sqlite"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._writes = 0  # write transactions committed by this object (part of `stamp`)
@@ -638,6 +642,57 @@ class RunStore:
                     differences.append(f"weights at epoch {epoch}")
         return differences
 
+    # -- training claims (several app processes on one store) -------------------------------------
+
+    def _claim_path(self, run_id: str) -> Path:
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            raise ValueError(f"{run_id!r} is not a run id (16 hex digits)")
+        return self.claims_dir / run_id
+
+    def claim(self, run_id: str) -> bool:
+        """Claim the training of `run_id` for this process; False while another live process holds it.
+
+        Two app processes on one store (a class served by several processes) thereby never train
+        the same run twice: the second waits for the first's run to appear (see `kdviz.jobs`). A
+        claim whose process on this host has exited is taken over; one of another host only after
+        `STALE_CLAIM_SECONDS`. Release it with `release` when training ends, whatever the outcome.
+        """
+        path = self._claim_path(run_id)
+        self.claims_dir.mkdir(parents=True, exist_ok=True)
+        owner = f"{os.getpid()}@{_host_tag()}"
+        for _ in range(3):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._claim_is_stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # its owner is gone: take it over
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(owner)
+            return True
+        return False
+
+    def _claim_is_stale(self, path: Path) -> bool:
+        try:
+            owner = path.read_text()
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        pid, _, host = owner.partition("@")
+        if pid == str(os.getpid()) and host == _host_tag():
+            return False  # ours
+        return (pid.isdigit() and _process_is_gone(int(pid), host)) or age > STALE_CLAIM_SECONDS
+
+    def release(self, run_id: str) -> None:
+        """Give up this process's claim on `run_id` (no-op when it holds none)."""
+        path = self._claim_path(run_id)
+        try:
+            if path.read_text() == f"{os.getpid()}@{_host_tag()}":
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+
     def recover(self) -> list[str]:
         """Clean up after crashed writers (see the module docstring); run on every open.
 
@@ -670,6 +725,11 @@ class RunStore:
                     connection.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         for run_id in sorted(run_dirs - indexed):
             self._adopt_orphan(run_id)
+        if self.claims_dir.is_dir():
+            for entry in os.scandir(self.claims_dir):
+                if self._claim_is_stale(Path(entry.path)):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(f"claims/{entry.name}")
         return removed
 
     def _adopt_orphan(self, run_id: str) -> None:

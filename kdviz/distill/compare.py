@@ -13,6 +13,9 @@ from kdviz.distill.registry import method_class
 from kdviz.distill.trainer import Run, TrainConfig, train
 
 METRICS = ("test_accuracy", "test_ece", "test_nll", "test_agreement", "test_kl_to_teacher")
+#: Distances to the known label distribution (gaussians' Bayes posterior, sentiment's annotators): in the
+#: rows and the summary when the dataset has one.
+POSTERIOR_METRICS = ("test_posterior_kl", "test_posterior_tv")
 
 
 def compare_methods(
@@ -37,7 +40,8 @@ def compare_methods(
     Several-teacher methods get as many teachers as the most demanding one needs (the same
     architecture, seeds 0, 1, ...); `privileged` gets a seed-0 teacher trained on privileged inputs.
     Runs come from `store` when they were trained before. The summary has mean and std per
-    method and the gain in test accuracy over the scratch student.
+    method and the gain in test accuracy over the scratch student; `POSTERIOR_METRICS` join both
+    tables when the dataset knows each sample's label distribution.
     """
     for name in methods:
         method_class(name)  # unknown names fail before any training
@@ -92,11 +96,13 @@ def compare_methods(
                 modules = {"teacher": source.model, "teacher_inputs": source.config.get("inputs", "standard")}
             run = train(config, store=store, dataset=dataset, device=device, **modules)
             numbers = scores_against(run, dataset, teacher_run)
-            rows.append({"method": name, "seed": seed, "run_id": run.id, **{k: numbers[k] for k in METRICS}})
+            present = [k for k in (*METRICS, *POSTERIOR_METRICS) if k in METRICS or k in numbers]
+            rows.append({"method": name, "seed": seed, "run_id": run.id, **{k: numbers[k] for k in present}})
             if on_run is not None:
                 on_run(name, seed, run)
     runs = pd.DataFrame(rows)
-    summary = runs.groupby("method", sort=False)[list(METRICS)].agg(["mean", "std"])
+    metrics = [k for k in (*METRICS, *POSTERIOR_METRICS) if k in runs]
+    summary = runs.groupby("method", sort=False)[metrics].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
     scratch = summary.loc["ce", "test_accuracy_mean"]
     summary["gain_over_scratch"] = summary["test_accuracy_mean"] - scratch

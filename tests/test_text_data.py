@@ -12,11 +12,17 @@ from kdviz.analysis.calibration import posterior_kl, posterior_tv
 from kdviz.data import DatasetError, load_dataset
 from kdviz.data import text as data_text
 from kdviz.data.text import (
+    BLOCKED_STEMS,
+    COPULAS,
+    INTENSIFIERS,
     NEGATION_SCALE,
+    NEGATIONS,
     PAD_ID,
+    SUBJECTS,
     UNK_ID,
     Clause,
     Vocabulary,
+    allowed_word,
     annotator_scores,
     human_distribution,
     score_labels,
@@ -129,3 +135,30 @@ def test_posterior_tv_and_kl_by_hand():
     assert posterior_tv([[1.0, 0.0]], [[0.0, 1.0]]) == 1.0
     with pytest.raises(ValueError, match="classes"):
         posterior_tv(human, model[:, :2] / model[:, :2].sum(1, keepdims=True))
+
+
+def test_blocked_and_short_words_are_never_drawn():
+    assert not allowed_word("bastards") and not allowed_word("whoredom") and not allowed_word("rotflmfao")
+    assert not allowed_word("bsod") and not allowed_word("good")  # shorter than MIN_WORD_LENGTH
+    assert allowed_word("good", min_length=4) and allowed_word("splendid") and not allowed_word("don't")
+    lexicon = vader_lexicon()
+    assert {"bastards", "pricks", "whoredom"} <= set(lexicon)  # the lexicon has them; the filter keeps them out
+    data = load_dataset("sentiment", n_samples=3000)  # the default pool of 150 words
+    words = {w for split in ("train", "val", "test") for t in data.metadata(split)["text"] for w in t.split()}
+    drawn = words - {w for s in SUBJECTS for w in s.split()} - set(COPULAS) - set(NEGATIONS) - set(INTENSIFIERS)
+    drawn -= {"and", "but"}
+    assert len(drawn) == 150 and all(allowed_word(w) for w in drawn)
+    assert not any(stem in w for w in drawn for stem in BLOCKED_STEMS)
+
+
+def test_sentiment_metadata_describes_each_sentence(sentiment):
+    meta = sentiment.metadata("test")
+    assert list(meta.columns) == [
+        "text", "majority", "agreement", "n_clauses", "n_words", "negation", "intensifier", "conjunction",
+    ]  # fmt: skip
+    assert (meta["n_words"] == meta["text"].str.split().str.len()).all()
+    assert (meta["negation"] == meta["text"].str.contains(r"\b(?:not|never)\b")).all()
+    assert (meta["conjunction"] == meta["text"].str.extract(r"\b(and|but)\b")[0].fillna("none")).all()
+    assert ((meta["n_clauses"] == 2) == (meta["conjunction"] != "none")).all()
+    with pytest.raises(DatasetError, match="min_word_length"):
+        load_dataset("sentiment", min_word_length=2)

@@ -142,6 +142,31 @@ SENTIMENT_MAX_LENGTH = 16  # the longest sentence has 13 tokens
 _GRAMMAR_WORDS = {w for s in SUBJECTS for w in s.split()} | {*COPULAS, *NEGATIONS, *INTENSIFIERS, "and", "but"}
 
 
+# Words never drawn into a sentence (the lexicon rates slurs, obscenities and chat acronyms too; this is a
+# classroom tool). A lexicon word is left out when it contains one of these stems anywhere, so a few
+# harmless words go too ("prickly", "grape", "heroine"): a blocklist errs on the safe side.
+BLOCKED_STEMS = (
+    # obscenities and insults
+    "fuck", "shit", "bitch", "bastard", "whore", "slut", "cunt", "dick", "prick", "piss", "wank", "twat",
+    "cock", "damn", "goddam", "crap", "asshole", "dumbass", "jackass", "douche", "tits", "suck", "screw",
+    "scumbag", "moron", "idiot", "mofo", "bugger", "bollock", "arse", "shyster",
+    # slurs
+    "nigg", "fag", "retard", "tard", "dyke", "spaz",
+    # sexual violence, sex, drugs, self-harm, hate
+    "rape", "rapist", "molest", "pervert", "porn", "sexy", "promiscu", "seduc", "heroin", "joypop", "suicide",
+    "nazi", "racis", "fascis", "slave",
+    # chat acronyms and laughter (not plain words)
+    "lmao", "lmfao", "lmbao", "rofl", "rotf", "rotg", "haha", "lol", "lylas", "lylab", "nimjd", "sapfu",
+    "sfete", "snafu", "fubar", "mubar", "yeees", "jhomf", "pmfji", "prblm", "iluaaf", "xoxo", "gratz", "jealz",
+)  # fmt: skip
+MIN_WORD_LENGTH = 5  # shorter lexicon entries are mostly chat acronyms ("afu", "bsod", "tia")
+
+
+def allowed_word(word: str, min_length: int = MIN_WORD_LENGTH) -> bool:
+    """Whether a lexicon word may be drawn: plain letters, at least `min_length` of them, no blocked stem."""
+    return bool(re.fullmatch(r"[a-z]+", word)) and len(word) >= min_length and not any(s in word for s in BLOCKED_STEMS)
+
+
 @lru_cache(maxsize=1)
 def vader_lexicon() -> dict[str, tuple[int, ...]]:
     """Alphabetic words of VADER's lexicon → their ten human ratings (-4..+4), read from the installed package."""
@@ -223,10 +248,14 @@ def _sentence(rng: np.random.Generator, words: list[str]) -> tuple[list[Clause],
     "text",
     "short sentences built from VADER's human-rated words (with negation, intensifiers, 'but'); "
     "3 classes, each sentence's label distribution over ten simulated annotators is known",
-    {"n_samples": 3000, "n_words": 150, "seed": 0},
+    {"n_samples": 3000, "n_words": 150, "min_word_length": MIN_WORD_LENGTH, "seed": 0},
 )
-def load_sentiment(n_samples: int = 3000, n_words: int = 150, seed: int = 0) -> Dataset:
-    """Generate sentences; the label of each is one annotator's, drawn at random.
+def load_sentiment(
+    n_samples: int = 3000, n_words: int = 150, min_word_length: int = MIN_WORD_LENGTH, seed: int = 0
+) -> Dataset:
+    """Generate sentences from `n_words` lexicon words drawn at random among the `allowed_word`s (plain
+    words of at least `min_word_length` letters, none of `BLOCKED_STEMS`); the label of each sentence is
+    one annotator's, drawn at random.
 
     A random annotator's label (not the majority) makes `true_posterior_*` exactly p(label | sentence),
     as for `gaussians`: a model fitting the labels well learns the human disagreement, and calibration
@@ -235,15 +264,23 @@ def load_sentiment(n_samples: int = 3000, n_words: int = 150, seed: int = 0) -> 
     n_samples = check_int("n_samples", n_samples, 30, 200_000)
     lexicon = vader_lexicon()
     n_words = check_int("n_words", n_words, 2, 480)  # all fit the default vocabulary
+    min_word_length = check_int("min_word_length", min_word_length, 3, 12)
     seed = check_seed(seed)
     rng = np.random.default_rng((seed, 0x7E47))
-    words = sorted(lexicon)
+    words = sorted(w for w in lexicon if allowed_word(w, min_word_length))
+    if len(words) < n_words:
+        raise DatasetError(
+            f"n_words={n_words} but only {len(words)} lexicon words have at least {min_word_length} letters; "
+            "lower n_words or min_word_length"
+        )
     pool = [words[i] for i in np.sort(rng.choice(len(words), size=n_words, replace=False))]
-    texts, scores = [], []
+    texts, scores, sentences, conjunctions = [], [], [], []
     for _ in range(n_samples):
         clauses, conjunction = _sentence(rng, pool)
         joined = f" {conjunction} ".join(c.text() for c in clauses)
         texts.append(joined)
+        sentences.append(clauses)
+        conjunctions.append(conjunction)
         scores.append(annotator_scores(clauses, conjunction, lexicon))
     posterior = human_distribution(np.stack(scores))
     annotator = rng.integers(N_ANNOTATORS, size=n_samples)
@@ -252,7 +289,11 @@ def load_sentiment(n_samples: int = 3000, n_words: int = 150, seed: int = 0) -> 
         {
             "majority": [SENTIMENT_CLASSES[k] for k in posterior.argmax(axis=1)],
             "agreement": posterior.max(axis=1),
-            "n_clauses": [t.count(" and ") + t.count(" but ") + 1 for t in texts],
+            "n_clauses": [len(c) for c in sentences],
+            "n_words": [len(t.split()) for t in texts],
+            "negation": [any(c.negation for c in cs) for cs in sentences],
+            "intensifier": [any(c.intensifier for c in cs) for cs in sentences],
+            "conjunction": [conj or "none" for conj in conjunctions],
         }
     )
     return text_dataset(

@@ -115,3 +115,49 @@ def self_referenced_kd(
         "ce": (1.0 - alpha) * cross_entropy(logits, labels),
         "self_ref_kd": alpha * kd_kl(logits, reference_logits.detach(), temperature),
     }
+
+
+def output_embedding_targets(
+    output_embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
+    """Hahn & Choi's soft targets: the softmax layer applied to the gold word's own output embedding.
+
+    q(k | y) = softmax_k(e_k · e_y / T) over the `top_k` words whose score e_k · e_y is highest
+    (0 keeps every word; the rest get probability 0), from the K×D output embeddings e (the
+    softmax layer's weight rows), detached. The dot product is the softmax layer's own score: a
+    hidden state equal to e_y would give exactly these probabilities.
+    """
+    check_temperature(temperature)
+    if output_embeddings.dim() != 2:
+        raise ValueError(f"output_embeddings must be a K×D matrix, got shape {tuple(output_embeddings.shape)}")
+    num_words = output_embeddings.shape[0]
+    if not 0 <= top_k <= num_words:
+        raise ValueError(f"top_k must be in 0..{num_words} (0 keeps every word), got {top_k}")
+    embeddings = output_embeddings.detach()
+    scores = embeddings[labels] @ embeddings.T / temperature  # N×K
+    if 0 < top_k < num_words:
+        kept = scores.topk(top_k, dim=-1).indices
+        mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, kept, True)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+def embedding_self_kd_native(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    output_embeddings: torch.Tensor,
+    alpha: float,
+    temperature: float = 1.0,
+    top_k: int = 0,
+) -> dict[str, torch.Tensor]:
+    """{"ce": (1-α)·CE(y, s), "embedding_kd": α·KL(q_y ‖ softmax(z_s))} with q_y from `output_embedding_targets`.
+
+    KL(q ‖ p) sums over the words q keeps (0·log 0 = 0), so a student whose logits are e·e_y / T scores 0.
+    """
+    check_alpha(alpha)
+    targets = output_embedding_targets(output_embeddings, labels, temperature, top_k).to(logits.dtype)
+    log_probs = F.log_softmax(logits, dim=-1)
+    kept = targets > 0
+    log_targets = torch.where(kept, targets, torch.ones_like(targets)).log()
+    kl = (targets * (log_targets - log_probs)).masked_fill(~kept, 0.0).sum(dim=-1).mean()
+    return {"ce": (1.0 - alpha) * cross_entropy(logits, labels), "embedding_kd": alpha * kl}

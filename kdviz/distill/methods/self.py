@@ -1,6 +1,6 @@
 """Self-distillation: teacher-free KD from a pre-trained copy of oneself, then methods without a separate
-teacher: PS-KD, SD-Dropout, output-embedding self-KD, SRDL. (Born-again networks are in `response`, multi-exit
-and multi-branch self-distillation in `multi_exit`.)"""
+teacher: PS-KD, SD-Dropout, output-embedding self-KD (a cosine stand-in and Hahn & Choi's form), SRDL.
+(Born-again networks are in `response`, multi-exit and multi-branch self-distillation in `multi_exit`.)"""
 
 from __future__ import annotations
 
@@ -149,6 +149,55 @@ class EmbeddingSelfKD(Method):
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         return self_losses.embedding_self_kd(
             student_logits, batch.y, ctx.student.head.weight, self.hparams["temperature"], self.hparams["alpha"]
+        )
+
+
+@register_method
+class EmbeddingSelfKDNative(Method):
+    name = "embedding_self_kd_native"
+    card = MethodCard(
+        title="Self-knowledge distillation from the output word embeddings (Hahn & Choi's form)",
+        paper="Hahn & Choi, Self-Knowledge Distillation in Natural Language Processing, RANLP 2019",
+        formula="q_y(k) = softmax_{k ∈ top-K(y)}(e_k·e_y / T), e_k = row k of the softmax layer's weights "
+        "(detached), top-K(y) = the K words scoring highest against e_y (K = 0: all); "
+        "L = (1-α)·CE(y, softmax(z_s)) + α·KL(q_y ‖ softmax(z_s))",
+        claim="The output embeddings right below the softmax already place similar words near each other: the "
+        "softmax layer's own distribution for a hidden state equal to the gold word's output embedding is a soft "
+        "target with several modes, distilled into the training model itself without a teacher. On a "
+        "classification task the 'vocabulary' is the classes and the output word embeddings are the head's "
+        "weight rows (its bias is left out); on `sentiment` that is 3 classes, so the top-K approximation, which "
+        "the paper needs for a large vocabulary, is exact at K = 0. Differences from `embedding_self_kd`: the "
+        "softmax layer's dot-product score instead of cosine, T = 1, optional top-K. Only the abstract could be "
+        "read offline (soft targets from the word embedding space right below the softmax, approximated for the "
+        "vocabulary's size); the dot-product score, α = 0.5 and a constant α are kdviz's reading, not checked "
+        "against the paper's equations or schedule.",
+        family=_FAMILY,
+    )
+    hyperparameters = {
+        "alpha": Hyperparameter(0.5, "weight α of the embedding-target term; (1-α) weighs the label term", 0.0, 1.0),
+        "temperature": Hyperparameter(1.0, "temperature T on the output-embedding scores e_k·e_y", 1e-3, 100.0),
+        "top_k": Hyperparameter(
+            0, "keep the K highest-scoring words per target (0: every class)", 0, 100000, kind="int"
+        ),
+    }
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        _check_linear_head(self.name, ctx.student)
+        classes = ctx.student.head.out_features
+        if int(self.hparams["top_k"]) > classes:
+            raise MethodError(
+                f"method {self.name!r}: top_k={int(self.hparams['top_k'])} exceeds the student's {classes} classes"
+            )
+
+    def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self_losses.embedding_self_kd_native(
+            student_logits,
+            batch.y,
+            ctx.student.head.weight,
+            self.hparams["alpha"],
+            self.hparams["temperature"],
+            int(self.hparams["top_k"]),
         )
 
 

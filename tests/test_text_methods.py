@@ -1,0 +1,104 @@
+"""NLP methods on text in their native form: Hahn & Choi's output-embedding self-KD, by hand and on `sentiment`."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from kdviz.data.cache import get_dataset
+from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
+from kdviz.distill.losses import self as self_losses
+
+E = math.e
+
+
+@pytest.fixture(scope="module")
+def sentiment():
+    return get_dataset({"name": "sentiment", "n_samples": 300})
+
+
+# ---- embedding_self_kd_native: Hahn & Choi's soft targets from the output embeddings -------------------------
+
+
+def test_output_embedding_targets_by_hand():
+    # e = [[1, 0], [0, 1], [1, 1]]; y = 0: scores e_k·e_0 = [1, 0, 1] -> [e, 1, e] / (2e + 1)
+    # y = 2: scores [1, 1, 2] -> [e, e, e²] / (2e + e²)
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)
+    targets = self_losses.output_embedding_targets(embeddings, torch.tensor([0, 2]))
+    expected = torch.tensor([[E, 1.0, E], [E, E, E * E]])
+    torch.testing.assert_close(targets, expected / expected.sum(dim=1, keepdim=True))
+    assert not targets.requires_grad  # detached: the targets do not pull on the output embeddings
+    # T = 2 halves the scores: y = 0 -> [e^½, 1, e^½] / (2e^½ + 1)
+    half = self_losses.output_embedding_targets(embeddings, torch.tensor([0]), temperature=2.0)
+    root = math.sqrt(E)
+    torch.testing.assert_close(half, torch.tensor([[root, 1.0, root]]) / (2 * root + 1))
+    # top-2 for y = 2 keeps words 2 (score 2) and one of the score-1 words; their shares are e² and e
+    top = self_losses.output_embedding_targets(embeddings, torch.tensor([2]), top_k=2)
+    assert (top > 0).sum().item() == 2 and top[0, 2].item() == pytest.approx(E * E / (E * E + E))
+    with pytest.raises(ValueError, match=r"top_k must be in 0..3 \(0 keeps every word\), got 4"):
+        self_losses.output_embedding_targets(embeddings, torch.tensor([0]), top_k=4)
+
+
+def test_native_embedding_self_kd_terms_by_hand():
+    # Uniform student over 3 words, y = 0, q = [e, 1, e] / (2e + 1) = [0.422319, 0.155362, 0.422319], α = 0.5.
+    #   ce = 0.5·ln 3 = 0.549306
+    #   KL(q ‖ u) = Σ q ln(3q) = 2·0.422319·ln 1.266956 + 0.155362·ln 0.466087 = 0.199856 - 0.118601 = 0.081255
+    #   embedding_kd = 0.5·0.081255 = 0.040628
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    terms = self_losses.embedding_self_kd_native(torch.zeros(1, 3), torch.tensor([0]), embeddings, 0.5)
+    assert terms["ce"].item() == pytest.approx(0.5 * math.log(3), abs=1e-6)
+    assert terms["embedding_kd"].item() == pytest.approx(0.040628, abs=1e-6)
+    # top-2 (words 0 and 2, q = [½, 0, ½]): KL = ln(½ · 3) = ln 1.5; the dropped word adds nothing
+    top = self_losses.embedding_self_kd_native(torch.zeros(1, 3), torch.tensor([0]), embeddings, 1.0, top_k=2)
+    assert top["embedding_kd"].item() == pytest.approx(math.log(1.5), abs=1e-6) and top["ce"].item() == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(2, 6),
+    st.integers(1, 5),
+    st.floats(0.3, 3.0),
+    st.integers(0, 2**16),
+)
+def test_native_term_is_zero_when_the_student_predicts_the_targets(words, dim, temperature, seed):
+    """Law: a student whose logits are e·e_y / T (the softmax layer on the gold word's embedding) scores 0."""
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(words, dim, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, words, (4,), generator=generator)
+    logits = embeddings[labels] @ embeddings.T / temperature
+    terms = self_losses.embedding_self_kd_native(logits, labels, embeddings, 1.0, temperature)
+    assert abs(terms["embedding_kd"].item()) < 1e-9
+
+
+def test_native_method_reads_the_heads_rows_and_checks_top_k():
+    cls = method_class("embedding_self_kd_native")
+    assert cls.card.family == "self-distillation" and "Hahn & Choi" in cls.card.paper and not cls.needs_teacher
+    student = SimpleNamespace(body=nn.Identity(), head=nn.Linear(2, 3, bias=False))
+    with torch.no_grad():
+        student.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    ctx = SimpleNamespace(student=student, teacher=None, device=torch.device("cpu"))
+    method = get_method("embedding_self_kd_native")
+    method.setup(ctx)
+    terms = method.loss_terms(ctx, SimpleNamespace(y=torch.tensor([0])), torch.zeros(1, 3))
+    assert terms["embedding_kd"].item() == pytest.approx(0.040628, abs=1e-6)
+    with pytest.raises(MethodError, match="'embedding_self_kd_native': top_k=4 exceeds the student's 3 classes"):
+        get_method("embedding_self_kd_native", {"top_k": 4}).setup(ctx)
+    headless = SimpleNamespace(body=nn.Identity(), head=nn.Identity())
+    with pytest.raises(MethodError, match="'embedding_self_kd_native' needs a student .* Linear `head`"):
+        get_method("embedding_self_kd_native").setup(SimpleNamespace(student=headless, teacher=None, device="cpu"))
+
+
+def test_native_embedding_self_kd_trains_a_text_student(sentiment):
+    config = TrainConfig(
+        dataset=sentiment.spec, student="text-cnn", method="embedding_self_kd_native", epochs=2, batch_size=64, seed=0
+    )
+    _, history, _ = fit(config, sentiment, device="cpu")
+    last = history[-1]
+    assert last["loss"] == pytest.approx(last["loss/ce"] + last["loss/embedding_kd"], rel=1e-6)
+    assert last["loss/embedding_kd"] > 0.0 and math.isfinite(last["test_accuracy"])

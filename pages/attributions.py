@@ -5,8 +5,13 @@ import streamlit as st
 
 from kdviz.analysis import ATTRIBUTION_METHODS
 from kdviz.analysis.token_attributions import TOKEN_METHODS
-from kdviz.plots import agreement_histogram, attribution_grid, attribution_lines, localization_bars
-from kdviz.plots.text import highlighted_sentence
+from kdviz.plots import (
+    agreement_histogram,
+    attribution_grid,
+    attribution_lines,
+    highlighted_sentence,
+    localization_bars,
+)
 from kdviz.views import attributions as att
 from kdviz.views import text as txv
 from ui import state

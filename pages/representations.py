@@ -82,9 +82,12 @@ if st.toggle("Show CKA over training", key="rep_training", help="Loads every sav
         left, right = st.columns(2)
         with left:
             fig = learning_curves(
-                curves, "CKA to the teacher", name_roles, title="Last feature layer vs the teacher's, per checkpoint"
+                curves,
+                "CKA to the teacher",
+                name_roles,
+                title="Last feature layer vs the teacher's, per checkpoint",
+                y_title="linear CKA to the teacher",
             )
-            fig.update_yaxes(title_text="linear CKA to the teacher")
             chart(fig, key="rep_cka_training", name="cka-over-training")
         with right:
             layer = ws.model(student_id).feature_layer_names[-1]
@@ -212,8 +215,8 @@ else:
             images, _ = rep.concept_inputs(ws, teacher_id, [shown])
             for i, (tab, (name, result)) in enumerate(zip(st.tabs(list(results)), results.items())):
                 with tab:
-                    fig = concept_map(images[0], result, position, title=f"{name}, image {shown}, {concept_layer}")
-                    fig.update_layout(height=420)
+                    title = f"{name}, image {shown}, {concept_layer}"
+                    fig = concept_map(images[0], result, position, title=title, height=420)
                     chart(fig, key=f"rep_concept_map_{i}", name=f"concepts-{name.lower().replace(' ', '-')}")
 
         state.from_url("rep_dynamics", False, lambda raw: raw.lower() in ("1", "true", "yes"))
@@ -237,8 +240,13 @@ else:
                 }
                 left, right = st.columns([3, 2])
                 with left:
-                    fig = learning_curves(histories, "foreground concepts", name_roles, title="Foreground concepts")
-                    fig.update_yaxes(title_text="foreground concepts per image")
+                    fig = learning_curves(
+                        histories,
+                        "foreground concepts",
+                        name_roles,
+                        title="Foreground concepts",
+                        y_title="foreground concepts per image",
+                    )
                     chart(fig, key="rep_dynamics_chart", name="concept-dynamics")
                 with right:
                     table(rep.dynamics_summary(dynamics), key="rep_dynamics_table", name="concept-dynamics")

@@ -1,11 +1,12 @@
-"""Warm a freshly started server: one script run of the root page, as a browser's first visit would do.
+"""Warm a freshly started server: one script run of every page, as a browser's first visits would do.
 
 `python -m ui.warmup [streamlit run options]` waits for ``/_stcore/health``, then opens one Streamlit
 session over the websocket (``/_stcore/stream``, protobuf messages; a plain GET of ``/`` only serves
 the static front end and runs no script), asks for a run of the root page and waits until it has
 finished. That run installs the sample models, builds the default dataset, loads the default pair
 and calls `st.navigation` — which also ends Streamlit's folder-based multipage mode for this process
-(see `ui.app`). The launcher (`kdviz app`, `scripts/run_app.sh`) starts it in the background.
+(see `ui.app`). Then every other page runs once, which fills the shared caches (arrays, figures) with
+each page's default view. The launcher (`kdviz app`, `scripts/run_app.sh`) starts it in the background.
 """
 
 from __future__ import annotations
@@ -121,13 +122,29 @@ async def run_page(url: str, page: str = "", timeout: float = 300.0) -> tuple[st
     return shown["status"], shown["errors"]
 
 
-def warm(url: str, timeout: float = 300.0) -> float:
-    """Wait for the server at `url`, run its root page once in a throw-away session; seconds the run took."""
+def app_pages() -> list[str]:
+    """The page names a session asks for ("" is Home), in the navigation's order."""
+    from ui.app import DEFAULT_PAGE, PAGES
+
+    files = [file for items in PAGES.values() for file, _, _ in items]
+    return ["" if file == DEFAULT_PAGE else file.removesuffix(".py") for file in files]
+
+
+def warm(url: str, timeout: float = 300.0, pages: list[str] | None = None, log: Any = None) -> float:
+    """Wait for the server at `url`, then run Home and each of `pages` (default: every page) once in a
+    throw-away session, so the samples, datasets and every page's default figures are ready in the shared
+    caches before the first visitor; seconds it all took. `log(text)` gets a progress line per page."""
     wait_healthy(url, timeout)
     started = time.perf_counter()
     status, _ = asyncio.run(run_page(url, "", timeout))
     if status != "FINISHED_SUCCESSFULLY":
         raise RuntimeError(f"the warm-up run ended with {status}")
+    todo = [page for page in (app_pages() if pages is None else pages) if page]
+    for number, page in enumerate(todo, 1):
+        page_started = time.perf_counter()
+        asyncio.run(run_page(url, page, timeout))
+        if log is not None:
+            log(f"kdviz: warmed {page} ({number}/{len(todo)}) in {time.perf_counter() - page_started:.1f} s")
     return time.perf_counter() - started
 
 
@@ -135,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     """Warm the server that `streamlit run app.py argv...` starts; report on stderr, never fail the launcher."""
     url = server_url(sys.argv[1:] if argv is None else argv)
     try:
-        seconds = warm(url)
+        seconds = warm(url, log=lambda line: print(line, file=sys.stderr))
     except Exception as error:  # noqa: BLE001 — a failed warm-up only means a slower first visit
         print(f"kdviz: warm-up of {url} failed ({error}); the first visitor waits for the set-up", file=sys.stderr)
         return 1
-    print(f"kdviz: warmed {url} in {seconds:.1f} s (samples installed, default pair loaded)", file=sys.stderr)
+    print(f"kdviz: ready at {url}: warmed in {seconds:.1f} s (samples installed, every page's default view cached)",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -16,8 +16,11 @@ from kdviz.plots._memo import memoised
 from kdviz.plots.attributions import agreement_histogram, attribution_grid, attribution_lines, localization_bars
 from kdviz.plots.calibration import confidence_histogram, metric_intervals, posterior_comparison, reliability_diagram
 from kdviz.plots.divergence import (
+    counterfactual_bars,
+    counterfactual_images,
     decision_boundary,
     divergence_scatter,
+    factor_sweep_lines,
     neighbour_gallery,
     probability_comparison,
     slice_bars,
@@ -51,6 +54,7 @@ from kdviz.plots.style import (
     series_styles,
     table_csv,
 )
+from kdviz.plots.text import highlighted_sentence
 from kdviz.plots.translation import method_bars, token_probabilities
 
 _PAGE_BUILDERS = (
@@ -60,7 +64,8 @@ _PAGE_BUILDERS = (
     "slice_checkpoint_lines", "metric_bars", "tradeoff_lines", "class_similarity_heatmap", "dkd_split_bars",
     "logit_gradient_bars", "loss_curve", "sample_input_figure", "soft_target_bars", "paired_differences",
     "verdict_bars", "cka_heatmap", "concept_map", "projection_scatter", "tcav_bars", "headline_bars",
-    "learning_curves", "loss_term_curves", "parallel_coordinates",
+    "learning_curves", "loss_term_curves", "parallel_coordinates", "counterfactual_bars", "counterfactual_images",
+    "factor_sweep_lines", "highlighted_sentence", "method_bars", "token_probabilities",
 )  # fmt: skip
 for _name in _PAGE_BUILDERS:
     globals()[_name] = memoised(globals()[_name])

@@ -163,6 +163,7 @@ def concept_map(
     index: int = 0,
     *,
     title: str | None = "Visual concepts",
+    height: int | None = None,
 ) -> go.Figure:
     """The input with its concept regions outlined, beside the per-region entropy map (`quantify_concepts`).
 
@@ -173,11 +174,11 @@ def concept_map(
     """
     rgb = to_rgb(image, "image")
     entropy, is_concept, foreground, background, margin = _concept_arrays(concepts, index)
-    height, width = rgb.shape[:2]
+    image_h, image_w = rgb.shape[:2]
     grid_h, grid_w = entropy.shape
-    if grid_h > height or grid_w > width:
-        raise ValueError(f"the {grid_h}×{grid_w} concept grid does not fit the {height}×{width} image")
-    ys, xs = _cell_edges(height, grid_h), _cell_edges(width, grid_w)
+    if grid_h > image_h or grid_w > image_w:
+        raise ValueError(f"the {grid_h}×{grid_w} concept grid does not fit the {image_h}×{image_w} image")
+    ys, xs = _cell_edges(image_h, grid_h), _cell_edges(image_w, grid_w)
     centre_y, centre_x = (ys[:-1] + ys[1:]) / 2, (xs[:-1] + xs[1:]) / 2
     fig = make_subplots(rows=1, cols=2, subplot_titles=["input and concepts", "entropy per region"])
     fig.add_trace(go.Image(z=rgb, name="input", hoverinfo="skip"), row=1, col=1)
@@ -235,9 +236,11 @@ def concept_map(
             col=2,
         )
     for col in (1, 2):
-        fig.update_xaxes(range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain", row=1, col=col)
+        fig.update_xaxes(
+            range=[-0.5, image_w - 0.5], showgrid=False, zeroline=False, constrain="domain", row=1, col=col
+        )
         fig.update_yaxes(
-            range=[height - 0.5, -0.5],
+            range=[image_h - 0.5, -0.5],
             showgrid=False,
             zeroline=False,
             scaleanchor=f"x{'' if col == 1 else 2}",
@@ -247,7 +250,11 @@ def concept_map(
         )
     subtitle = f"background mean {background:.2f} nats, concepts below {background - margin:.2f}"
     return apply_layout(
-        fig, title=f"{title} — {subtitle}" if title else subtitle, x_title="x (pixels)", y_title="y (pixels)"
+        fig,
+        title=f"{title} — {subtitle}" if title else subtitle,
+        x_title="x (pixels)",
+        y_title="y (pixels)",
+        height=height,
     )
 
 

@@ -48,8 +48,10 @@ def learning_curves(
     roles: Mapping[str, str] | None = None,
     *,
     title: str | None = None,
+    y_title: str | None = None,
 ) -> go.Figure:
-    """One metric of several runs against the epoch (`Run.history` lists), coloured by role."""
+    """One metric of several runs against the epoch (`Run.history` lists), coloured by role; `y_title`
+    replaces the metric's own axis label."""
     runs = {
         name: _check_history(h, f"histories[{name!r}]") for name, h in nonempty_mapping(histories, "histories").items()
     }
@@ -74,7 +76,7 @@ def learning_curves(
             )
         )
     _integer_epochs(fig, [np.asarray(t.x, dtype=float) for t in fig.data])
-    return apply_layout(fig, title=title, x_title="epoch", y_title=axis_label(metric))
+    return apply_layout(fig, title=title, x_title="epoch", y_title=y_title or axis_label(metric))
 
 
 def loss_term_curves(

@@ -1,4 +1,5 @@
-"""NLP methods on text in their native form: Hahn & Choi's output-embedding self-KD, by hand and on `sentiment`."""
+"""NLP methods on text in their native form, by hand and on `sentiment`: Hahn & Choi's output-embedding self-KD,
+Mou et al.'s distilled word embeddings."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from torch import nn
 from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
 from kdviz.distill.losses import self as self_losses
+from kdviz.distill.methods.compress import encoded_embeddings
+from kdviz.distill.trainer import _fit
+from kdviz.models import build_model
 
 E = math.e
 
@@ -102,3 +106,48 @@ def test_native_embedding_self_kd_trains_a_text_student(sentiment):
     last = history[-1]
     assert last["loss"] == pytest.approx(last["loss/ce"] + last["loss/embedding_kd"], rel=1e-6)
     assert last["loss/embedding_kd"] > 0.0 and math.isfinite(last["test_accuracy"])
+
+
+# ---- word_embedding_distill: Mou et al.'s encoded embeddings ---------------------------------------------------
+
+
+def test_encoded_embeddings_by_hand():
+    # W = [[1, -1]], b = 0: row 1 [2, 1] -> tanh(1) = 0.761594; row 2 [0, 3] -> tanh(-3) = -0.995055;
+    # row 0 (padding) -> 0; row 3 is beyond the student's 3 rows
+    teacher_table = torch.tensor([[5.0, 5.0], [2.0, 1.0], [0.0, 3.0], [9.0, 9.0]])
+    encoder = nn.Sequential(nn.Linear(2, 1), nn.Tanh())
+    with torch.no_grad():
+        encoder[0].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        encoder[0].bias.zero_()
+    table = encoded_embeddings(teacher_table, encoder, rows=3)
+    torch.testing.assert_close(table, torch.tensor([[0.0], [0.761594], [-0.995055]]), atol=1e-6, rtol=0)
+
+
+def test_word_embedding_distill_refuses_models_without_tables_or_a_larger_vocabulary(sentiment):
+    method = get_method("word_embedding_distill")
+    text = build_model("text-bag", sentiment, seed=0)
+    plain = SimpleNamespace(head=nn.Linear(2, 3))
+    ctx = SimpleNamespace(student=text, teacher=plain, device="cpu")
+    with pytest.raises(MethodError, match="'word_embedding_distill' needs a text teacher .* the teacher has none"):
+        method.setup(ctx)
+    small = build_model({"arch": "text", "encoder": "bag", "vocab_size": 100}, sentiment, seed=0)
+    with pytest.raises(MethodError, match="the student's embedding table has 512 words, more than the teacher's 100"):
+        method.setup(SimpleNamespace(student=text, teacher=small, device="cpu"))
+
+
+def test_word_embedding_distill_trains_and_saves_the_encoded_table(sentiment):
+    teacher = build_model("text-gru", sentiment, seed=1).eval()  # a 64-wide table, encoded to the bag's 32
+    config = TrainConfig(
+        dataset=sentiment.spec, student="text-bag", method="word_embedding_distill", epochs=2, batch_size=64, seed=0
+    )
+    fitted = _fit(config, sentiment, [teacher], None, "cpu", None, None)
+    assert set(fitted.history[-1]) >= {"loss/ce", "test_accuracy"} and math.isfinite(fitted.history[-1]["loss"])
+    student, method = fitted.model, fitted.method
+    # the saved student holds exactly the encoder's output on the teacher's table, padding row zero
+    torch.testing.assert_close(student.body.embedding.weight, method.student_table().detach())
+    assert student.body.embedding.weight[0].abs().max().item() == 0.0
+    # the plain student now computes what the training forward computed
+    batch = SimpleNamespace(x=sentiment.x_test[:8])
+    torch.testing.assert_close(student(batch.x), method.forward(SimpleNamespace(student=student), batch))
+    # the last checkpoint holds the distilled table too
+    torch.testing.assert_close(fitted.checkpoints[2]["body.embedding.weight"], student.body.embedding.weight.detach())

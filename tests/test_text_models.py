@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kdviz.data.cache import get_dataset
+from kdviz.distill import MethodError
 from kdviz.distill.trainer import TrainConfig, fit
 from kdviz.models import build_model, default_pair, list_models
 from kdviz.models.text import UNK_ID
@@ -86,3 +87,18 @@ def test_methods_named_by_the_issue_train_on_text(sentiment, method, teachers):
     config = TrainConfig(dataset=sentiment.spec, student="text-bag", method=method, epochs=2, batch_size=64)
     _, history, _ = fit(config, sentiment, device="cpu", **kwargs)
     assert all(torch.isfinite(torch.tensor(v)) for k, v in history[-1].items() if k.startswith("loss"))
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("gradient_matching_kd", "'gradient_matching_kd' matches the teacher's and the student's input gradients"),
+        ("self_explanation_kd", "'self_explanation_kd' explains each class by the model's input gradient"),
+        ("dataset_distill", "'dataset_distill' optimises synthetic inputs by gradient"),
+    ],
+)
+def test_methods_that_need_input_gradients_refuse_text(sentiment, method, message):
+    teacher = build_model("text-bag", sentiment, seed=0)
+    config = TrainConfig(dataset=sentiment.spec, student="text-bag", method=method, epochs=1, batch_size=64)
+    with pytest.raises(MethodError, match=f"{message}.*token ids .* not available for text dataset 'sentiment'"):
+        fit(config, sentiment, device="cpu", teacher=teacher)

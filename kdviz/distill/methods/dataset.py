@@ -383,6 +383,11 @@ class DatasetDistill(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
+        if ctx.dataset.input_kind == "text":
+            raise MethodError(
+                f"method 'dataset_distill' optimises synthetic inputs by gradient, and text inputs are token ids "
+                f"(integers) with no gradient: it is not available for text dataset {ctx.dataset.name!r}"
+            )
         self.augment = bool(self.hparams["augment"])
         self.teacher_labels = bool(self.hparams["teacher_labels"])
         ipc = int(self.hparams["ipc"])

@@ -212,6 +212,16 @@ def _check_same_inputs(method: str, ctx) -> None:
         )
 
 
+def _refuse_text(name: str, ctx, what: str) -> None:
+    """A MethodError for text data: token ids are integers, so there is no gradient with respect to the input."""
+    if getattr(ctx.dataset, "input_kind", None) == "text":
+        raise MethodError(
+            f"method {name!r} {what}, and text inputs are token ids (integers) with no gradient: it is not "
+            f"available for text dataset {ctx.dataset.name!r}. Use kd, or a feature or embedding method "
+            "(fitnets, embedding_self_kd)"
+        )
+
+
 class _ExplanationMatchingKD(Method):
     """KD + λ·(1 − cos(E_t, E_s)); subclasses say how E is computed for the teacher and the student."""
 
@@ -369,6 +379,9 @@ class GradientMatchingKD(_ExplanationMatchingKD):
     )
     explanation = "input_gradient"
 
+    def check_models(self, ctx) -> None:
+        _refuse_text(self.name, ctx, "matches the teacher's and the student's input gradients")
+
     def teacher_maps(self, teacher: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         grads, _ = input_gradients_of(teacher, x, target)
         return l2_normalise(grads).detach()
@@ -406,6 +419,7 @@ class SelfExplanationKD(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
+        _refuse_text(self.name, ctx, "explains each class by the model's input gradient (or Grad-CAM on images)")
         classes = ctx.dataset.num_classes
         if classes > MAX_SELF_EXPLANATION_CLASSES:
             raise MethodError(

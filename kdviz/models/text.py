@@ -109,13 +109,18 @@ class TextBody(nn.Module):
         tokens = tokens.long()  # FLOP counting and other generic callers pass float zeros
         known = (tokens >= 0) & (tokens < self.vocab_size)
         tokens = torch.where(known, tokens, torch.full_like(tokens, UNK_ID))
-        mask = padding_mask(tokens)
+        return self.from_embeddings(self.embedding(tokens), padding_mask(tokens))
+
+    def from_embeddings(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The layers after the embedding: word vectors N×L×D and their real-token mask N×L → N×D.
+
+        Inputs that are not rows of the table (e.g. learned synthetic sentences) enter here.
+        """
         if isinstance(self.encoder, _Transformer | _GRU):
             # attention and the GRU need one real position per row; an all-padding row attends to position 0
             mask = mask.clone()
             mask[:, 0] = True
-        hidden = self.encoder(self.embedding(tokens), mask)
-        return self.dropout(self.pool(hidden, mask))
+        return self.dropout(self.pool(self.encoder(hidden, mask), mask))
 
 
 class TextClassifier(KDModel):
@@ -127,6 +132,10 @@ class TextClassifier(KDModel):
         self.head = nn.Linear(spec["dim"], num_classes)
         self.feature_layer_names = ["body.encoder", "body.pool"]
         self.last_conv_layer = None
+
+    def from_embeddings(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of word vectors N×L×D with their real-token mask N×L (`TextBody.from_embeddings`, then the head)."""
+        return self.head(self.body.from_embeddings(hidden, mask))
 
 
 def _check(spec: dict[str, Any]) -> None:

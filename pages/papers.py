@@ -80,8 +80,15 @@ if result is not None:
 elif view["setups"]:
     st.info("Not yet measured: no result for this entry is shipped or stored here. Run it below or from the shell.")
 
-# -- re-run one entry through the shared job queue
-if view["setups"] and not lesson:
+# -- re-run one entry through the shared job queue (translation entries: one seqkd experiment, from the shell)
+if view["setups"] and not view["queue"] and not lesson:
+    st.subheader("Run it")
+    st.markdown(
+        f"This entry's experiment is the translation experiment (`kdviz experiment seqkd`; about 8 minutes of one "
+        f"CPU core at the default preset), which does not go through the job queue. `{view['command']}` reuses the "
+        "shipped result when its configuration is the entry's, and otherwise runs it and judges the claim."
+    )
+if view["setups"] and view["queue"] and not lesson:
     registry = state.jobs()
     me = state.owner()
     batch = JobBatch("papers")

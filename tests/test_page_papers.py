@@ -63,3 +63,12 @@ def test_run_here_trains_the_tiny_preset_through_the_job_queue(app_env) -> None:
     assert "hinton_kd (tiny)" in note and "verdict" in note and "tiny results are not kept" in note
     at.run()
     assert "7 of 7 runs of this preset are stored" in " ".join(c.value for c in at.caption)
+
+
+def test_a_translation_entry_points_to_the_shell_and_the_translation_page(app_env) -> None:
+    at = app_page(PAGE, paper="sequence_kd").run()
+    assert not at.exception and not errors(at)
+    assert len(at.dataframe[1].value) == 3  # its three tests, from the shipped seqkd result
+    assert not [b for b in at.button if b.key == "papers_run"]  # not through the job queue
+    text = " ".join(m.value for m in at.markdown)
+    assert "kdviz experiment seqkd" in text and "kdviz reproduce sequence_kd" in text

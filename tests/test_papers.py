@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -83,7 +84,9 @@ def test_plan_configs_build_for_every_entry(preset: str) -> None:
     for key, paper in pp.PAPERS.items():
         if True:
             plan = pp.plan_configs(key, preset)
-            assert bool(plan) == bool(paper.presets)
+            translation = any(isinstance(s, pp.SeqSetup) for s in paper.presets.values())
+            # translation entries run one seqkd experiment outside the run store: nothing for the job queue
+            assert bool(plan) == (bool(paper.presets) and not translation), key
             ids = [run.run_id for run in plan]
             assert len(set(ids)) == len(ids), key
             for i, run in enumerate(plan):  # every run's teachers come before it
@@ -246,6 +249,137 @@ def test_shipped_results_are_of_the_current_configs() -> None:
     for key, result in shipped.items():
         if not result.get("runs"):
             continue
+        setup = pp.get_paper(key).presets["default"]
+        if isinstance(setup, pp.SeqSetup):  # no run ids: the seqkd experiment's configuration itself
+            assert result["config"] == pp.clean(dataclasses.asdict(setup.config)), f"{key}: re-measure it"
+            continue
         planned = {run.run_id for run in pp.plan_configs(key, "default")}
         measured = {row["run_id"] for row in result["runs"]} | {t["run_id"] for t in result["teachers"]}
         assert measured == planned, f"{key}: re-measure it with `kdviz reproduce {key}` (its configs changed)"
+
+
+# -- translation entries (the seqkd experiment) and the thread count
+
+
+def _seqkd_result(config, scores: dict[str, list[float]]) -> dict:
+    """A hand-made seqkd result of `config`: per method, greedy BLEU by seed (beam BLEU = greedy + 1)."""
+    runs = [
+        {"method": m, "seed": s, "bleu_greedy": v, "bleu_beam": v + 1.0, "multimodality_greedy": None}
+        for m, values in scores.items()
+        for s, v in zip(config.seeds, values)
+    ]
+    teacher = {"bleu_greedy": 70.0, "bleu_beam": 71.0}
+    return {
+        "config": pp.clean(dataclasses.asdict(config)),
+        "runs": runs,
+        "summary": [],
+        "teacher": teacher,
+        "tests": [],
+        "examples": {},
+        "seconds": 12.5,
+    }
+
+
+def test_translation_entry_is_judged_on_a_stored_seqkd_result(tmp_path) -> None:
+    from kdviz.experiments import seqkd
+    from kdviz.experiments.seqkd import SEQKD_TINY
+
+    store = RunStore(tmp_path / "home")
+    scores = {
+        "scratch": [60.0, 61.0, 62.0],
+        "word_kd": [60.0, 62.0, 61.0],
+        "seq_kd": [63.0, 64.5, 64.0],  # seq_kd − word_kd: 3, 2.5, 3 → [1.90, 3.77]: holds
+        "selective_batch": [61.0, 61.0, 61.0],  # − word_kd: 1, −1, 0: does not hold
+        "selective_global": [60.5, 62.5, 61.5],  # − word_kd: 0.5 each: sd 0, interval [0.5, 0.5]: holds
+    }
+    seqkd.write_results(pp.seqkd_results_path(store.root), _seqkd_result(SEQKD_TINY, scores))
+    said: list[str] = []
+    result = pp.run_paper("sequence_kd", store, preset="tiny", progress=said.append)
+    assert any("reusing the seqkd result" in line for line in said)  # nothing trained
+    greedy, beam, scratch = result["tests"]
+    assert greedy["diffs"] == pytest.approx([3.0, 2.5, 3.0])
+    mean, low, high = greedy["mean"], greedy["low"], greedy["high"]
+    half = 4.303 * math.sqrt(1 / 12) / math.sqrt(3)  # sd of (3, 2.5, 3) = sqrt(1/12)
+    assert (mean, low, high) == pytest.approx((8.5 / 3, 8.5 / 3 - half, 8.5 / 3 + half), abs=1e-3)
+    assert greedy["verdict"] == beam["verdict"] == pp.HOLDS
+    assert scratch["diffs"] == pytest.approx([3.0, 3.5, 2.0]) and scratch["verdict"] == pp.HOLDS
+    assert result["verdict"] == pp.HOLDS and result["experiment"] == "seqkd"
+    assert result["config"] == pp.clean(dataclasses.asdict(SEQKD_TINY))
+    arms = {a["arm"]: a for a in result["arms"]}
+    assert arms["seq_kd"]["bleu_greedy"] == pytest.approx(191.5 / 3)
+    assert math.isnan(arms["seq_kd"]["multimodality_greedy"])  # null in the file: NaN, no warning
+    selective = pp.run_paper("selective_kd", store, preset="tiny")
+    assert [t["verdict"] for t in selective["tests"]] == [pp.FAILS, pp.HOLDS]
+    assert selective["verdict"] == pp.PARTLY
+
+
+def test_a_seqkd_result_of_another_configuration_is_not_reused(tmp_path, monkeypatch) -> None:
+    from kdviz.experiments import seqkd
+    from kdviz.experiments.seqkd import SEQKD_TINY
+
+    other = dataclasses.replace(SEQKD_TINY, epochs=3)
+    given = tmp_path / "given.json"
+    seqkd.write_results(given, _seqkd_result(other, {m: [1.0, 2.0, 3.0] for m in other.methods}))
+    ran = []
+
+    def fake_run(config, *, progress=None, threads=1):
+        ran.append((config, threads))
+        return _seqkd_result(config, {m: [1.0, 2.0, 3.0 + (m == "seq_kd")] for m in config.methods})
+
+    monkeypatch.setattr(seqkd, "run_seqkd", fake_run)
+    store = RunStore(tmp_path / "home")
+    result = pp.run_paper("sequence_kd", store, preset="tiny", seqkd_results=[given])
+    assert [config for config, _ in ran] == [SEQKD_TINY]  # the given file is of another config: run anew
+    assert pp.seqkd_results_path(store.root).is_file()  # ... and kept for the next entry
+    assert result["tests"][0]["diffs"] == pytest.approx([0.0, 0.0, 1.0])
+    pp.run_paper("selective_kd", store, preset="tiny")
+    assert len(ran) == 1
+
+
+def test_seq_setup_validates_its_tests() -> None:
+    from kdviz.experiments.seqkd import SEQKD_TINY
+
+    bad = pp.SeqSetup(SEQKD_TINY, (pp.Test("bleu_greedy", "seq_kd", "nonsense", "higher", "x"),))
+    with pytest.raises(ValueError, match="nonsense"):
+        bad.validate()
+    few = pp.SeqSetup(dataclasses.replace(SEQKD_TINY, seeds=(0, 1)), ())
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        few.validate()
+
+
+def test_shipped_translation_entries_agree_with_the_shipped_seqkd_result() -> None:
+    from kdviz.experiments import seqkd
+
+    experiment = seqkd.read_results(pv.SHIPPED_SEQKD)
+    entries = pp.read_results(pv.SHIPPED)["entries"]
+    own = {(t["treatment"], t["baseline"], t["metric"]): t for t in experiment["tests"]}
+    checked = 0
+    for key in ("sequence_kd", "selective_kd"):
+        assert entries[key]["config"] == experiment["config"], key
+        for test in entries[key]["tests"]:
+            same = own.get((test["treatment"], test["baseline"], test["metric"]))
+            if same is not None:  # the seqkd experiment judged this comparison itself: same numbers, same verdict
+                assert test["diffs"] == pytest.approx(same["diffs"]) and test["verdict"] == same["verdict"]
+                checked += 1
+    assert checked == 3
+    assert not pv.entry("sequence_kd", pv.load_results())["queue"]
+    assert pv.entry("sequence_kd", pv.load_results())["page_title"] == "Translation"
+
+
+def test_reproduce_runs_with_one_thread_by_default(monkeypatch, tmp_path, capsys) -> None:
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser()
+    pp.add_arguments(parser)
+    seen = []
+    monkeypatch.setattr(pp, "run_paper", lambda key, store, **kw: seen.append(torch.get_num_threads()) or _result())
+    before = torch.get_num_threads()
+    store = RunStore(tmp_path)
+    out = str(tmp_path / "r.json")
+    assert pp.run_command(parser.parse_args(["ps_kd", "--out", out]), store) == 0
+    assert pp.run_command(parser.parse_args(["ps_kd", "--out", out, "--threads", "2"]), store) == 0
+    assert seen == [1, 2] and torch.get_num_threads() == before  # restored afterwards
+    with pytest.raises(ValueError, match="--threads"):
+        pp.selected_keys(parser.parse_args(["ps_kd", "--threads", "0"]))

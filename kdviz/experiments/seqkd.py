@@ -39,7 +39,7 @@ from kdviz.distill.seq2seq import (
     teacher_cache,
     train_seq2seq,
 )
-from kdviz.experiments.papers import _clean, interval, verdict
+from kdviz.experiments.rule import clean, interval, verdict
 from kdviz.models.seq2seq import Seq2Seq, make_seq2seq
 
 __all__ = [
@@ -178,16 +178,21 @@ def _outputs(model: Seq2Seq, corpus: ParallelCorpus, indices: list[int], beam: i
     return [{"tokens": [words[t] for t in toks], "probs": probs} for toks, probs in zip(decoded.tokens, decoded.probs)]
 
 
-def run_seqkd(config: SeqKDConfig = SEQKD_DEFAULTS, *, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train the teacher and every (method, seed) student; measure, summarise and judge. CPU, single thread
-    (these GRUs are too small to gain from more; several threads on shared cores are many times slower)."""
+def run_seqkd(
+    config: SeqKDConfig = SEQKD_DEFAULTS, *, progress: ProgressFn | None = None, threads: int = 1
+) -> dict[str, Any]:
+    """Train the teacher and every (method, seed) student; measure, summarise and judge. CPU, `threads` torch
+    threads (default 1: these GRUs are too small to gain from more, several threads on shared cores are many
+    times slower, and the numbers depend on the thread count)."""
     config.validate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if threads < 1:
+        raise ValueError(f"threads must be ≥ 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _run(config, progress)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _run(config: SeqKDConfig, progress: ProgressFn | None) -> dict[str, Any]:
@@ -249,7 +254,7 @@ def _run(config: SeqKDConfig, progress: ProgressFn | None) -> dict[str, Any]:
                 }
     summary = summarise(rows, config.methods)
     tests = _tests(rows, config.methods)
-    return _clean(
+    return clean(
         {
             "experiment": "seqkd",
             "setup": config.describe(),
@@ -355,7 +360,7 @@ def write_results(path: Path | str, result: dict[str, Any]) -> Path:
     """Write the result as JSON (NaN → null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(result), indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(clean(result), indent=1) + "\n", encoding="utf-8")
     return path
 
 
@@ -387,6 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(SEQ_METHODS)}")
     parser.add_argument("--save", default=None, help="also write the full result (JSON) to this file")
     parser.add_argument("--out", default=None, help="also write the printed table to this file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: reproducible numbers)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -405,7 +411,11 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = run_seqkd(config, progress=lambda m: print(m, file=sys.stderr))
+    threads = getattr(args, "threads", 1)
+    if threads < 1:
+        print(f"error: --threads must be ≥ 1, got {threads}", file=sys.stderr)
+        return 2
+    result = run_seqkd(config, progress=lambda m: print(m, file=sys.stderr), threads=threads)
     text = f"{result['setup']}\n\n{format_seqkd_table(result)}"
     print(text, end="")
     if args.out:

@@ -21,6 +21,7 @@ from kdviz.samples import SAMPLES_DIR
 __all__ = [
     "PAGE_TITLES",
     "SHIPPED",
+    "SHIPPED_SEQKD",
     "arms_table",
     "entry",
     "cancel_entry",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 SHIPPED = SAMPLES_DIR / "papers" / "results.json"
+SHIPPED_SEQKD = SAMPLES_DIR / "seqkd" / "results.json"  # the translation entries' experiment
 
 #: The app page each entry links to (file in pages/) and its title in the navigation.
 PAGE_TITLES = {
@@ -48,6 +50,7 @@ PAGE_TITLES = {
     "representations": "Representations & concepts",
     "attributions": "Attributions",
     "divergence": "Divergence inspector",
+    "translation": "Translation",
     "runs": "Runs",
 }
 
@@ -60,6 +63,9 @@ _METRIC_LABELS = {
     "d_mean": "D_mean",
     "d_std": "D_std",
     "rho": "stability ρ",
+    "bleu_greedy": "BLEU (greedy)",
+    "bleu_beam": "BLEU (beam)",
+    "exact_greedy": "exact match (greedy)",
 }
 
 
@@ -183,11 +189,15 @@ def runs_table(result: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def entry(key: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Everything the page shows for one paper: its card, verdict, setups and (when measured) its result."""
+    """Everything the page shows for one paper: its card, verdict, setups and (when measured) its result.
+
+    ``queue``: whether its runs can be trained through the job queue (False for translation entries, whose
+    seqkd experiment runs from the shell: ``command``)."""
     paper = pp.get_paper(key)
     result = results.get(key)
     setups = {name: setup.describe() for name, setup in paper.presets.items()}
     return {
+        "queue": bool(paper.presets) and not any(isinstance(s, pp.SeqSetup) for s in paper.presets.values()),
         "paper": paper,
         "verdict": _verdict(paper, result),
         "result": result if result and result.get("tests") is not None else None,
@@ -271,7 +281,7 @@ def progress_lines(progress: Mapping[str, Any], limit: int = 6) -> str:
 def finish_entry(store: Any, key: str, preset: str) -> dict[str, Any]:
     """Every run is stored: judge the entry (nothing is trained; extra measurements are computed) and, for the
     default preset, write it into this store's results table so the page shows it from now on."""
-    result = pp.run_paper(key, store, preset=preset)
+    result = pp.run_paper(key, store, preset=preset, seqkd_results=[SHIPPED_SEQKD])
     if preset == "default":
         pp.write_results(pp.results_path(store.root), [result])
     return result

@@ -739,8 +739,9 @@ _PAPERS: list[Paper] = [
         authors="unidentified: the seed file gives only the abstract's opening",
         claim="An analysis of how and what knowledge distillation transfers in neural machine translation.",
         testable="no",
-        scope="Not testable here: its findings are about translation (sequence outputs, token-level behaviour) "
-        "and the seed text stops before stating them; kdviz has no sequence task yet.",
+        scope="Not testable here: the seed text stops before stating its findings, so there is no claim to test. "
+        "Some token-level behaviour of distilled translation students (how peaked they are, how often greedy "
+        "decoding equals beam search) is measured on kdviz's toy translation task (`kdviz experiment seqkd`).",
         page="divergence",
     ),
     Paper(

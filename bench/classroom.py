@@ -12,7 +12,7 @@ Two modes, both against `streamlit run app.py` on a loopback port with a fresh r
 Prints per page p50 / p95 / max seconds, errors, the server's CPU seconds per view and its memory.
 
     python bench/classroom.py --sessions 1,10,30                       # every page, same page for all sessions
-    python bench/classroom.py --sessions 30 --mix                      # 30 sessions spread over the 8 pages
+    python bench/classroom.py --sessions 30 --mix                      # 30 sessions spread over the pages
     python bench/classroom.py --mode browser --sessions 10 --pages ,calibration
     python bench/classroom.py --jobs 30                                # 30 sessions each queue a training job
 
@@ -38,7 +38,8 @@ CHROMIUM = "/usr/bin/chromium"
 CONTENT = ".js-plotly-plot, [data-testid='stDataFrame'], [data-testid='stMetric']"
 FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 ALL_PAGES = [
-    "", "dark_knowledge", "calibration", "representations", "attributions", "divergence", "explanation", "runs"
+    "", "dark_knowledge", "calibration", "representations", "attributions", "divergence", "explanation", "runs",
+    "papers", "translation",
 ]  # fmt: skip
 
 
@@ -244,7 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("protocol", "browser"), default="protocol")
     parser.add_argument("--sessions", default="1,10,30", help="comma-separated session counts (browser: the last)")
-    parser.add_argument("--pages", default=None, help="comma-separated page paths ('' is Home); default: all eight")
+    parser.add_argument("--pages", default=None, help="comma-separated page paths ('' is Home); default: all ten")
     parser.add_argument("--mix", action="store_true", help="spread the sessions over the pages instead of one page")
     parser.add_argument("--jobs", default=None, help="N sessions each queue a different training job (see above)")
     args = parser.parse_args()

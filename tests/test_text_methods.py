@@ -1,8 +1,9 @@
 """NLP methods on text in their native form, by hand and on `sentiment`: Hahn & Choi's output-embedding self-KD,
-Mou et al.'s distilled word embeddings."""
+Mou et al.'s distilled word embeddings, dataset distillation into sentences of word vectors (Li & Li)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -16,6 +17,13 @@ from kdviz.data.cache import get_dataset
 from kdviz.distill import MethodError, TrainConfig, fit, get_method, method_class
 from kdviz.distill.losses import self as self_losses
 from kdviz.distill.methods.compress import encoded_embeddings
+from kdviz.distill.methods.dataset import (
+    distill_dataset,
+    evaluate_synthetic,
+    frozen_word_table,
+    train_on_set,
+)
+from kdviz.distill.methods.dataset import test_accuracy as accuracy_on_test  # not collected as a test
 from kdviz.distill.trainer import _fit
 from kdviz.models import build_model
 
@@ -151,3 +159,88 @@ def test_word_embedding_distill_trains_and_saves_the_encoded_table(sentiment):
     torch.testing.assert_close(student(batch.x), method.forward(SimpleNamespace(student=student), batch))
     # the last checkpoint holds the distilled table too
     torch.testing.assert_close(fitted.checkpoints[2]["body.embedding.weight"], student.body.embedding.weight.detach())
+
+
+# ---- dataset_distill on text: synthetic sentences of word vectors ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["text-bag", "text-cnn", "text-gru", "text-tf"])
+def test_from_embeddings_of_the_tables_rows_is_the_models_forward(sentiment, name):
+    model = build_model(name, sentiment, seed=0).eval()
+    tokens = sentiment.x_test[:6]
+    vectors = model.body.embedding.weight[tokens]
+    torch.testing.assert_close(model.from_embeddings(vectors, tokens != 0), model(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_text_synthetic_set_starts_from_real_sentences_in_the_frozen_word_space(sentiment):
+    table = frozen_word_table("text-bag", sentiment, seed=3, device="cpu")
+    torch.testing.assert_close(table, build_model("text-bag", sentiment, seed=3).body.embedding.weight.detach())
+    start = distill_dataset(sentiment, ipc=2, model_spec="text-bag", steps=0, seed=3)
+    assert start.x.shape == (6, sentiment.x_train.shape[1], 32) and start.y.tolist() == [0, 0, 1, 1, 2, 2]
+    torch.testing.assert_close(start.word_table, table)
+    # steps = 0: each synthetic sentence is a real one of its class, row by row of the table, with its mask
+    matches = [
+        row
+        for row in range(len(sentiment.x_train))
+        if sentiment.y_train[row] == start.y[0]
+        and torch.equal(sentiment.x_train[row] != 0, start.mask[0])
+        and torch.equal(table[sentiment.x_train[row]], start.x[0])
+    ]
+    assert matches
+    with pytest.raises(ValueError, match="soft labels from a label_model are not available on text"):
+        distill_dataset(sentiment, ipc=1, model_spec="text-bag", steps=0, label_model=nn.Identity())
+
+
+def test_text_distribution_matching_pulls_the_class_means_together(sentiment):
+    # text-bag's ψ has no parameters before the head: its embedding is the masked mean of the word vectors,
+    # so DM can match every class's mean exactly and the loss falls far
+    synthetic = distill_dataset(sentiment, ipc=2, model_spec="text-bag", steps=60, seed=0, lr=0.05, real_per_class=32)
+    first, last = synthetic.loss_history[0], synthetic.loss_history[-1]
+    assert last < first / 5, (first, last)
+    assert torch.equal(synthetic.mask.any(dim=1), torch.ones(6, dtype=torch.bool))
+
+
+def test_text_training_on_a_set_keeps_the_word_space_frozen(sentiment):
+    table = frozen_word_table("text-bag", sentiment, seed=0, device="cpu")
+    tokens, labels = sentiment.x_train[:12], sentiment.y_train[:12]
+    targets = torch.nn.functional.one_hot(labels, 3).float()
+    model = train_on_set(
+        table[tokens], targets, sentiment, model_spec="text-bag", seed=1, steps=5, mask=tokens != 0, word_table=table
+    )
+    torch.testing.assert_close(model.body.embedding.weight, table)  # trained through from_embeddings, table frozen
+    assert 0.0 <= accuracy_on_test(model, sentiment) <= 1.0
+    with pytest.raises(ValueError, match="needs both the sentences' mask and their word_table"):
+        train_on_set(table[tokens], targets, sentiment, model_spec="text-bag", seed=1, steps=1, mask=tokens != 0)
+    evaluation = evaluate_synthetic(
+        sentiment,
+        distill_dataset(sentiment, ipc=1, model_spec="text-bag", steps=3, seed=0),
+        model_spec="text-bag",
+        seeds=[0],
+        steps=5,
+    )
+    assert evaluation.size == 3 and all(
+        0.0 <= a <= 1.0 for a in evaluation.synthetic_accuracy + evaluation.random_real_accuracy
+    )
+
+
+def test_dataset_distill_method_trains_a_text_student_on_synthetic_sentences(sentiment):
+    config = TrainConfig(
+        dataset=sentiment.spec,
+        student="text-bag",
+        method="dataset_distill",
+        hparams={"ipc": 2, "distill_steps": 5, "real_per_class": 16},
+        epochs=2,
+        batch_size=64,
+        train_subset=120,
+        seed=0,
+    )
+    fitted = _fit(config, sentiment, [], None, "cpu", None, None)
+    assert {"loss/ce_synthetic", "test_accuracy"} <= set(fitted.history[-1])
+    synthetic = fitted.method.synthetic
+    assert synthetic.x.shape[0] == 6 and synthetic.mask is not None
+    # the student learnt in the set's word space: its table is that space, unchanged by training
+    torch.testing.assert_close(fitted.model.body.embedding.weight, synthetic.word_table)
+    teacher = build_model("text-bag", sentiment, seed=0)
+    refused = dataclasses.replace(config, hparams={"ipc": 1, "distill_steps": 0, "teacher_labels": 1})
+    with pytest.raises(MethodError, match="'dataset_distill' on text .* teacher_labels=1 is not available for text"):
+        fit(refused, sentiment, teacher, device="cpu")

@@ -94,7 +94,6 @@ def test_methods_named_by_the_issue_train_on_text(sentiment, method, teachers):
     [
         ("gradient_matching_kd", "'gradient_matching_kd' matches the teacher's and the student's input gradients"),
         ("self_explanation_kd", "'self_explanation_kd' explains each class by the model's input gradient"),
-        ("dataset_distill", "'dataset_distill' optimises synthetic inputs by gradient"),
     ],
 )
 def test_methods_that_need_input_gradients_refuse_text(sentiment, method, message):

@@ -22,6 +22,14 @@ the normal trainer on that set only: each step replaces the real batch by the sa
 synthetic samples (cycling through the set in shuffled order), so the real data only fix the
 number of steps per epoch. The trainer's "train accuracy" is then the accuracy on the synthetic
 samples. The loss lives in `kdviz.distill.losses.dataset`.
+
+On text (token ids have no gradient) the synthetic examples are sentences of word *vectors*, L×D
+with a real-token mask, as in Li & Li, *Data Distillation for Text Classification* (arXiv:2104.08448,
+2021): they enter the text models after their embedding (`TextClassifier.from_embeddings`). Word
+vectors only mean something in one word space, so every network involved — each ψ_θ, the models
+trained on the set, the method's student — uses one fixed, frozen embedding table: the
+architecture's own table initialised from the seed (`frozen_word_table`); only the layers after it
+are random (ψ_θ) or trained.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from kdviz.distill.registry import Batch, Hyperparameter, Method, MethodCard, Me
 from kdviz.distill.trainer import subset_indices
 from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
+from kdviz.models.text import PAD_ID
 
 INITS = ("real", "noise")
 
@@ -61,6 +70,8 @@ class SyntheticSet:
     loss_history: list[float] = field(default_factory=list)
     soft_labels: torch.Tensor | None = None
     method: str = "distribution_matching"
+    mask: torch.Tensor | None = None  # text: N×L real-token mask of the word-vector sentences in `x`
+    word_table: torch.Tensor | None = None  # text: the frozen V×D word space of `x`
 
     def __len__(self) -> int:
         return len(self.y)
@@ -162,6 +173,39 @@ def _augment(x: torch.Tensor, shifts: torch.Tensor | None) -> torch.Tensor:
     return x if shifts is None else shift_images(x, shifts)
 
 
+def is_text(dataset: Dataset) -> bool:
+    """True for token-id data, distilled as word-vector sentences."""
+    return getattr(dataset, "input_kind", None) == "text"
+
+
+def frozen_word_table(
+    model_spec: str | dict[str, Any], dataset: Dataset, seed: int, device: torch.device | str
+) -> torch.Tensor:
+    """The fixed word space of text distillation: `model_spec`'s embedding table initialised from `seed`."""
+    table = getattr(getattr(build_model(model_spec, dataset, seed=seed), "body", None), "embedding", None)
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"text distillation needs a text model with a `body.embedding` table, got {model_spec!r}")
+    return table.weight.detach().to(device)
+
+
+def use_word_table(model: nn.Module, word_table: torch.Tensor) -> None:
+    """Put `word_table` into `model`'s embedding and freeze it (the shared word space of the synthetic set)."""
+    embedding = model.body.embedding
+    if embedding.weight.shape != word_table.shape:
+        raise ValueError(
+            f"the model's embedding table is {tuple(embedding.weight.shape)}, the word space "
+            f"{tuple(word_table.shape)}: use the architecture the set was distilled with"
+        )
+    with torch.no_grad():
+        embedding.weight.copy_(word_table)
+    embedding.weight.requires_grad_(False)
+
+
+def _text_inputs(tokens: torch.Tensor, word_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real sentences as (word vectors N×L×D from the table, real-token mask N×L)."""
+    return word_table[tokens], tokens != PAD_ID
+
+
 def frozen_random_embedder(
     model_spec: str | dict[str, Any], dataset: Dataset, seed: int, device: torch.device | str
 ) -> KDModel:
@@ -190,13 +234,16 @@ def distill_dataset(
     label_model: nn.Module | None = None,
     label_temperature: float = 1.0,
     device: torch.device | str | None = None,
+    word_table: torch.Tensor | None = None,
 ) -> SyntheticSet:
     """Learn `ipc` synthetic examples per class of `dataset` by distribution matching (see the module doc).
 
     `model_spec` is the embedding network (freshly initialised every step; use the student's
     architecture). `train_index` restricts the real data to those train-split positions. With
     `label_model`, soft labels softmax(label_model(x)/T) are attached after distillation. Uses
-    its own random generator: the global torch RNG is left untouched.
+    its own random generator: the global torch RNG is left untouched. On text the set is word-vector
+    sentences in `word_table` (default `frozen_word_table(model_spec, dataset, seed)`), each with the
+    length (mask) of the real sentence it started from; init "noise" starts from N(0, 1) vectors.
     """
     ipc = _check_positive_int("ipc", ipc)
     steps = _check_positive_int("steps", steps, minimum=0)
@@ -212,9 +259,22 @@ def distill_dataset(
     num_classes = dataset.num_classes
     per_class = _class_indices(y_real, num_classes, ipc if init == "real" else 1, "distill_dataset")
     generator = torch.Generator().manual_seed(seed)
+    text = is_text(dataset)
+    if text and label_model is not None:
+        raise ValueError("soft labels from a label_model are not available on text (its word space differs)")
+    if text and word_table is None:
+        word_table = frozen_word_table(model_spec, dataset, seed, device)
 
     synthetic_y = torch.arange(num_classes, device=device).repeat_interleave(ipc)
-    if init == "real":
+    synthetic_mask = None
+    if text:
+        # every synthetic sentence keeps the length of a real one of its class (drawn even for noise)
+        start, synthetic_mask = _text_inputs(
+            x_real[balanced_subset(y_real, num_classes, ipc, generator).to(device)], word_table.to(device)
+        )
+        if init == "noise":
+            start = torch.randn(start.shape, generator=generator).to(device) * synthetic_mask[..., None]
+    elif init == "real":
         start = x_real[balanced_subset(y_real, num_classes, ipc, generator).to(device)]
     else:
         start = torch.randn((len(synthetic_y), *x_real.shape[1:]), generator=generator).to(device)
@@ -225,6 +285,8 @@ def distill_dataset(
     history: list[float] = []
     for step in range(steps):
         embedder = frozen_random_embedder(model_spec, dataset, seed=seed * 1_000_003 + step, device=device)
+        if text:
+            use_word_table(embedder, word_table)
         real_index = torch.cat([_draw(idx, real_per_class, generator) for idx in per_class])
         real_labels = y_real[real_index]
         real_shifts = synthetic_shifts = None
@@ -234,7 +296,10 @@ def distill_dataset(
             real_shifts, synthetic_shifts = class_shifts[real_labels], class_shifts[synthetic_y]
         with torch.no_grad():
             real_embeddings = embedder.embed(_augment(x_real[real_index], real_shifts))
-        synthetic_embeddings = embedder.embed(_augment(synthetic_x, synthetic_shifts))
+        if text:
+            synthetic_embeddings = embedder.body.from_embeddings(synthetic_x, synthetic_mask)
+        else:
+            synthetic_embeddings = embedder.embed(_augment(synthetic_x, synthetic_shifts))
         loss = distribution_matching_loss(real_embeddings, real_labels, synthetic_embeddings, synthetic_y, num_classes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,7 +315,15 @@ def distill_dataset(
             label_model.eval()
             soft_labels = response_losses.soft_targets(label_model(x), label_temperature)
             label_model.train(was_training)
-    return SyntheticSet(x=x, y=synthetic_y, ipc=ipc, loss_history=history, soft_labels=soft_labels)
+    return SyntheticSet(
+        x=x,
+        y=synthetic_y,
+        ipc=ipc,
+        loss_history=history,
+        soft_labels=soft_labels,
+        mask=synthetic_mask,
+        word_table=None if word_table is None else word_table.to(device),
+    )
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -266,19 +339,30 @@ def train_on_set(
     steps: int = 300,
     lr: float = 0.01,
     augment: bool = True,
+    mask: torch.Tensor | None = None,
+    word_table: torch.Tensor | None = None,
 ) -> KDModel:
-    """A fresh model of `model_spec` trained full-batch (Adam, cosine schedule) on (x, target probabilities)."""
+    """A fresh model of `model_spec` trained full-batch (Adam, cosine schedule) on (x, target probabilities).
+
+    Text: `x` is word-vector sentences with their `mask`; the model's embedding is set to `word_table`
+    and frozen, and only the layers after it train.
+    """
     steps = _check_positive_int("steps", steps)
     if len(x) != len(targets):
         raise ValueError(f"x and targets need the same length, got {len(x)} and {len(targets)}")
     model = build_model(model_spec, dataset, seed=seed).to(x.device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if (mask is None) != (word_table is None):
+        raise ValueError("text training needs both the sentences' mask and their word_table")
+    if word_table is not None:
+        use_word_table(model, word_table.to(x.device))
+    forward = model if mask is None else (lambda inputs: model.from_embeddings(inputs, mask))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator().manual_seed(seed)
     shift_limit = max_shift(tuple(x.shape[1:])) if augment else 0
     for _ in range(steps):
         shifts = random_shifts(len(x), shift_limit, generator, x.device) if shift_limit else None
-        loss = response_losses.soft_cross_entropy(model(_augment(x, shifts)), targets)
+        loss = response_losses.soft_cross_entropy(forward(_augment(x, shifts)), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -309,7 +393,7 @@ def evaluate_synthetic(
 
     Per seed: the model's initialisation and (for the real baseline) the subset are drawn from that seed;
     both get the same training recipe (`train_on_set`). Hard-label training for the real subset; the
-    synthetic set uses its soft labels when it has them.
+    synthetic set uses its soft labels when it has them. On text both train in the set's word space.
     """
     if not seeds:
         raise ValueError("evaluate_synthetic needs at least one seed")
@@ -319,14 +403,17 @@ def evaluate_synthetic(
         x_real, y_real = x_real[train_index.to(device)], y_real[train_index.to(device)]
     num_classes = dataset.num_classes
     synthetic_targets = synthetic.targets(num_classes)
-    recipe = dict(model_spec=model_spec, steps=steps, lr=lr, augment=augment)
+    recipe = dict(model_spec=model_spec, steps=steps, lr=lr, augment=augment, word_table=synthetic.word_table)
     synthetic_scores, real_scores = [], []
     for seed in seeds:
-        model = train_on_set(synthetic.x, synthetic_targets, dataset, seed=seed, **recipe)
+        model = train_on_set(synthetic.x, synthetic_targets, dataset, seed=seed, mask=synthetic.mask, **recipe)
         synthetic_scores.append(test_accuracy(model, dataset))
         subset = balanced_subset(y_real, num_classes, synthetic.ipc, torch.Generator().manual_seed(10_000 + seed))
         real_targets = F.one_hot(y_real[subset], num_classes).float()
-        model = train_on_set(x_real[subset], real_targets, dataset, seed=seed, **recipe)
+        real_x, real_mask = x_real[subset], None
+        if synthetic.word_table is not None:  # text: the same word space, real sentences' vectors
+            real_x, real_mask = _text_inputs(real_x, synthetic.word_table)
+        model = train_on_set(real_x, real_targets, dataset, seed=seed, mask=real_mask, **recipe)
         real_scores.append(test_accuracy(model, dataset))
     return SyntheticEvaluation(synthetic_scores, real_scores, size=len(synthetic))
 
@@ -347,6 +434,16 @@ def cached_synthetic_set(key: dict[str, Any], make) -> SyntheticSet:
     return _SYNTHETIC_CACHE.get(json.dumps(key, sort_keys=True, default=str), make)
 
 
+def _embedding_of(student: nn.Module) -> nn.Embedding:
+    embedding = getattr(getattr(student, "body", None), "embedding", None)
+    if not isinstance(embedding, nn.Embedding) or not hasattr(student, "from_embeddings"):
+        raise MethodError(
+            "method 'dataset_distill' on text needs a kdviz text student (text-*: a `body.embedding` table and "
+            "`from_embeddings`), to feed it sentences of word vectors"
+        )
+    return embedding
+
+
 @register_method
 class DatasetDistill(Method):
     """Learn `ipc` synthetic examples per class by distribution matching, then train the student on them only."""
@@ -362,7 +459,14 @@ class DatasetDistill(Method):
         "teacher_labels = 1, L = T²·KL(softmax(z_t(s)/T) ‖ softmax(z(s)/T))",
         claim="A handful of learned synthetic images per class trains a fresh model much better than the same "
         "number of random real images. The real batches only set steps per epoch; DM learns no labels, so "
-        "soft labels here are a teacher's (KD on the synthetic set), not learned.",
+        "soft labels here are a teacher's (KD on the synthetic set), not learned. On text (after Li & Li, Data "
+        "Distillation for Text Classification, arXiv:2104.08448, 2021: synthetic sentences as word vectors) each "
+        "synthetic example is a sentence of word vectors L×D, started from a real sentence of its class and "
+        "keeping its length, fed to the layers after the embedding; the word space is the student "
+        "architecture's table at the run seed's initialisation, frozen in every ψ_θ and in the student (which "
+        "then trains only the layers after it); teacher_labels is not available there. Li & Li learn their "
+        "sentences with fixed pretrained vectors and, as far as the abstract says, their own objective; here it "
+        "is DM, and the word space is random unless a trained table is given (bench/dataset_distill.py does).",
         family="data",
     )
     hyperparameters = {
@@ -383,14 +487,15 @@ class DatasetDistill(Method):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        if ctx.dataset.input_kind == "text":
-            raise MethodError(
-                f"method 'dataset_distill' optimises synthetic inputs by gradient, and text inputs are token ids "
-                f"(integers) with no gradient: it is not available for text dataset {ctx.dataset.name!r}"
-            )
         self.augment = bool(self.hparams["augment"])
         self.teacher_labels = bool(self.hparams["teacher_labels"])
         ipc = int(self.hparams["ipc"])
+        text = is_text(ctx.dataset)
+        if text and self.teacher_labels:
+            raise MethodError(
+                "method 'dataset_distill' on text learns sentences of word vectors in the student's own frozen word "
+                "space, which the teacher cannot read: teacher_labels=1 is not available for text; set it to 0"
+            )
         if self.teacher_labels and ctx.teacher is None:
             raise MethodError(
                 "method 'dataset_distill' with teacher_labels=1 needs a teacher: pass a finished teacher run, "
@@ -408,6 +513,8 @@ class DatasetDistill(Method):
                 f"lower ipc or use more training data"
             )
         seed = int(config.get("seed", 0))
+        if text:
+            _embedding_of(ctx.student)
         spec = ctx.student.spec
         options = dict(
             ipc=ipc,
@@ -423,6 +530,8 @@ class DatasetDistill(Method):
             {**key, **options},
             lambda: distill_dataset(ctx.dataset, train_index=train_index, device=ctx.device, **options),
         )
+        if text:  # the student trains and is tested in the set's word space, its embedding frozen there
+            use_word_table(ctx.student, self.synthetic.word_table)
         self._teacher_logits = predict_logits(ctx.teacher, self.synthetic.x) if self.teacher_labels else None
         self._shift_limit = max_shift(tuple(self.synthetic.x.shape[1:])) if self.augment else 0
         self._generator = torch.Generator().manual_seed(seed)
@@ -445,6 +554,8 @@ class DatasetDistill(Method):
         # The real batch is replaced: its size is kept so the trainer's bookkeeping stays per sample.
         batch.x, batch.y = x, self.synthetic.y[chosen]
         batch.teacher_logits = None if self._teacher_logits is None else self._teacher_logits[chosen]
+        if self.synthetic.mask is not None:  # text: word-vector sentences enter after the embedding
+            return ctx.student.from_embeddings(batch.x, self.synthetic.mask[chosen])
         return ctx.student(batch.x)
 
     def loss_terms(self, ctx, batch: Batch, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -581,13 +581,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_methods(args: argparse.Namespace) -> int:
     from kdviz.distill import list_methods, method_class
+    from kdviz.distill.captured import step_label, why_not_capturable
 
     classes = [method_class(args.name)] if args.name else list_methods()
     for cls in classes:
-        needs = cls.requirements()
-        print(f"{cls.name:<18} [{cls.card.family}; needs {'nothing' if needs == '—' else needs}] {cls.card.title}")
+        needs = "nothing" if cls.requirements() == "—" else cls.requirements()
+        print(f"{cls.name:<18} [{cls.card.family}; needs {needs}; {step_label(cls)}] {cls.card.title}")
         if args.name or len(classes) == 1:
             print(f"  paper:   {cls.card.paper}\n  loss:    {cls.card.formula}\n  claim:   {cls.card.claim}")
+            why_not = why_not_capturable(cls, "adam")
+            print(f"  step:    {'captured on CUDA (full batches replay one graph)' if why_not is None else why_not}")
             for key, hp in cls.hyperparameters.items():
                 print(f"  {key:<12} default {hp.default:g}  {hp.description}")
     return 0

@@ -147,6 +147,10 @@ class Method:
     same_architecture_teacher: ClassVar[bool] = False
     teacher_inputs: ClassVar[str] = "standard"  # "privileged": the teacher is trained on privileged inputs
     needs_student: ClassVar[str | None] = None  # what the student model must offer, in words (checked in setup)
+    # True when every step is the same computation on same-shaped tensors (no use of the epoch or step
+    # number, no state kept between steps, no host syncs): its step may be replayed as a captured graph
+    # (`kdviz.distill.captured`). False: the eager step.
+    capturable: ClassVar[bool] = False
 
     hparams: dict[str, float] = field(default_factory=dict)
 

@@ -24,6 +24,7 @@ import dataclasses
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from torch import nn
 from kdviz.data import Dataset
 from kdviz.data.cache import get_dataset
 from kdviz.device import pick_device
+from kdviz.distill.captured import CapturePlan, capture_optimizer, make_step, plan_capture, train_step
 from kdviz.distill.evaluation import accuracy, predict_logits, reference_labels, summarize
 from kdviz.distill.inputs import check_input_kind, input_view, model_inputs, teacher_kinds, teacher_list
 from kdviz.distill.registry import Batch, Method, TrainContext, get_method, method_class, resolve_hparams
@@ -298,13 +300,15 @@ def train(
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    capture: str = "auto",
 ) -> Run:
     """Train (or fetch from `store`) the run that `config` describes.
 
     With a store, the teachers are the stored runs `config.teacher` / `config.teachers` (each
     with the input kind it was trained on), and a config that was trained before returns the
     stored run without training (same config, same run). Without a store, pass the teacher
-    module(s) directly (`teacher_inputs` as in `fit`); nothing is saved.
+    module(s) directly (`teacher_inputs` as in `fit`); nothing is saved. `capture` as in `fit` (how the
+    run executes, not what it computes: not part of the config or the run id).
     """
     dataset = dataset if dataset is not None else get_dataset(config.dataset)
     config.validate()
@@ -323,13 +327,14 @@ def train(
     if store is not None and store.get(run_id) is not None:
         return load_run(store, run_id, dataset=dataset, device=device)
     started = time.perf_counter()
-    fitted = _fit(config, dataset, models, teacher_inputs, device, progress, cancel)
+    fitted = _fit(config, dataset, models, teacher_inputs, device, progress, cancel, capture=capture)
     model = fitted.model
     kinds = teacher_kinds(teacher_inputs, len(models))
     summary = summarize(model, dataset, teachers=models, inputs=config.inputs, teacher_inputs=kinds)
     summary.update(_method_extras(fitted.method, "summary_metrics", fitted.ctx))
     summary["train_seconds"] = time.perf_counter() - started
     summary["device"] = str(next(model.parameters()).device)
+    summary["step"] = fitted.capture.backend
     if store is not None:
         store.save(resolved, fitted.history, summary, fitted.checkpoints)
     return Run(run_id, resolved, fitted.history, summary, model, sorted(fitted.checkpoints))
@@ -379,6 +384,7 @@ def fit(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     student: KDModel | None = None,
+    capture: str = "auto",
 ) -> tuple[KDModel, list[dict[str, float]], dict[int, dict[str, torch.Tensor]]]:
     """Train a student as `config` says; return (student, per-epoch metrics, checkpoint states).
 
@@ -389,10 +395,14 @@ def fit(
     input kind ("standard" by default, or "privileged": its logits come from the privileged
     view of the same samples). Deterministic on CPU for a given config. Teachers are kept in
     eval mode and only ever run under `inference_mode`; their logits are computed once per split.
+
+    `capture` ("auto", "on", "off", "graph", "compile"; `kdviz.distill.captured.plan_capture`) says whether
+    full batches replay a captured step: "auto" does on CUDA for capturable methods, and on the CPU keeps
+    the eager step, the reference. Asked for a capture it cannot do, the run warns and steps eagerly.
     """
     modules = teacher_list(teacher, teachers)
     config.validate()
-    fitted = _fit(config, dataset, modules, teacher_inputs, device, progress, cancel, student)
+    fitted = _fit(config, dataset, modules, teacher_inputs, device, progress, cancel, student, capture)
     return fitted.model, fitted.history, fitted.checkpoints
 
 
@@ -405,9 +415,10 @@ def _fit(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
     student: KDModel | None = None,
+    capture: str = "auto",
 ) -> _Fitted:
     """Set up, then run the epochs: the body of `fit` and `train` (which have validated `config`)."""
-    session = _set_up(config, dataset, teachers, teacher_inputs, device, student)
+    session = _set_up(config, dataset, teachers, teacher_inputs, device, student, capture)
     if 0 in session.checkpoint_epochs:  # the initial weights, w_0 of the weight path
         session.checkpoints[0] = cpu_state(session.student)
     for epoch in range(1, config.epochs + 1):
@@ -418,7 +429,9 @@ def _fit(
             session.checkpoints[epoch] = cpu_state(session.student)
         if progress is not None:
             progress(EpochReport(epoch, config.epochs, dict(metrics)))
-    return _Fitted(session.student.eval(), session.history, session.checkpoints, session.method, session.ctx)
+    return _Fitted(
+        session.student.eval(), session.history, session.checkpoints, session.method, session.ctx, session.capture
+    )
 
 
 @dataclass
@@ -428,6 +441,7 @@ class _Fitted:
     checkpoints: dict[int, dict[str, torch.Tensor]]
     method: Method
     ctx: TrainContext
+    capture: CapturePlan
 
 
 @dataclass
@@ -447,6 +461,8 @@ class _Session:
     schedule: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     checkpoint_epochs: set[int]
+    capture: CapturePlan
+    captured_step: Callable[[Batch], tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None  # None: `_step`
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     step: int = 0
@@ -459,9 +475,10 @@ def _set_up(
     teacher_inputs: str | Sequence[str] | None,
     device: torch.device | str | None,
     student: KDModel | None = None,
+    capture: str = "auto",
 ) -> _Session:
-    """Check the inputs, build the student (unless given), compute the teachers' logits, set up the method
-    and optimizer."""
+    """Check the inputs, build the student (unless given), compute the teachers' logits, set up the method,
+    the optimizer and the step (eager, or captured as `capture` asks)."""
     kinds = teacher_kinds(teacher_inputs, len(teachers))
     if config.teachers is not None and len(teachers) != len(config.teachers):
         raise ValueError(
@@ -472,6 +489,9 @@ def _set_up(
         input_view(dataset, kind)  # a missing privileged view fails before any work
     device = pick_device(device) if not isinstance(device, torch.device) else device
     method: Method = get_method(config.method, config.hparams)
+    plan = plan_capture(capture, type(method), config.optimizer, device)
+    if capture not in ("auto", "off") and not plan.captured:
+        warnings.warn(f"capture={capture!r} falls back to the eager step: {plan.reason}", UserWarning, stacklevel=3)
     torch.manual_seed(config.seed)
     if student is None:
         student = build_model(config.student, input_view(dataset, config.inputs))
@@ -498,7 +518,10 @@ def _set_up(
     method.setup(ctx)
     extra = [m.to(device) for m in method.extra_modules()]
     params = [p for m in [student, *extra] for p in m.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, config)
+    if plan.captured:
+        optimizer = capture_optimizer(params, config.optimizer, config.lr, config.weight_decay, device)
+    else:
+        optimizer = _make_optimizer(params, config)
     return _Session(
         config=config,
         method=method,
@@ -513,6 +536,8 @@ def _set_up(
         schedule=_make_schedule(optimizer, config),
         generator=torch.Generator().manual_seed(config.seed),
         checkpoint_epochs=set(config.checkpoint_epochs()),
+        capture=plan,
+        captured_step=make_step(plan, method, ctx, optimizer, config.batch_size),
     )
 
 
@@ -539,7 +564,7 @@ def _epoch(session: _Session, epoch: int, cancel: CancelFn | None) -> dict[str, 
             step=s.step,
             teacher_logits_all=None if s.teacher_train is None else s.teacher_train[:, index],
         )
-        terms, logits = _step(s, batch)
+        terms, logits = _step(s, batch) if s.captured_step is None else s.captured_step(batch)
         with torch.no_grad():
             for name, value in terms.items():
                 term_sums[name] = term_sums.get(name, 0.0) + value.detach() * len(index)
@@ -551,7 +576,7 @@ def _epoch(session: _Session, epoch: int, cancel: CancelFn | None) -> dict[str, 
         s.step += 1
         if cancel is not None and cancel():
             raise TrainingCancelled(f"training cancelled in epoch {epoch}")
-    lr = s.optimizer.param_groups[0]["lr"]
+    lr = float(s.optimizer.param_groups[0]["lr"])  # a device tensor when the step is captured
     s.schedule.step()
     s.method.on_epoch_end(s.ctx, epoch)
     metrics = _epoch_metrics(s.student, s.data, term_sums, correct, seen, s.teacher_val, s.teacher_test)
@@ -563,15 +588,10 @@ def _epoch(session: _Session, epoch: int, cancel: CancelFn | None) -> dict[str, 
 def _step(session: _Session, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One optimisation step on `batch`: the method's forward and loss terms, backward, update.
 
-    Returns the (weighted) loss terms and the student's logits.
+    Returns the (weighted) loss terms and the student's logits (`kdviz.distill.captured.train_step`, the
+    function a captured step records).
     """
-    logits = session.method.forward(session.ctx, batch)
-    terms = session.method.loss_terms(session.ctx, batch, logits)
-    loss = torch.stack(list(terms.values())).sum()
-    session.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    session.optimizer.step()
-    return terms, logits
+    return train_step(session.method, session.ctx, session.optimizer, batch)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------

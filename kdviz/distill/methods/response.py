@@ -20,6 +20,7 @@ KD_ALPHA = Hyperparameter(0.9, "weight α of the distillation term; (1-α) weigh
 @register_method
 class CrossEntropy(Method):
     name = "ce"
+    capturable = True
     card = MethodCard(
         title="Cross-entropy baseline (scratch student)",
         paper="—",
@@ -35,6 +36,7 @@ class CrossEntropy(Method):
 @register_method
 class LabelSmoothing(Method):
     name = "label_smoothing"
+    capturable = True
     card = MethodCard(
         title="Label smoothing",
         paper="Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016",
@@ -52,6 +54,7 @@ class LabelSmoothing(Method):
 @register_method
 class HintonKD(Method):
     name = "kd"
+    capturable = True
     card = MethodCard(
         title="Knowledge distillation (soft targets)",
         paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NIPS DL Workshop 2015",
@@ -142,6 +145,7 @@ class DecoupledKD(Method):
 @register_method
 class TeacherFreeKD(Method):
     name = "tf_kd"
+    capturable = True
     card = MethodCard(
         title="Teacher-free KD (virtual teacher)",
         paper="Yuan, Tay, Li, Wang, Feng, Revisiting Knowledge Distillation via Label Smoothing Regularization, "
@@ -189,6 +193,7 @@ class TeacherFreeKD(Method):
 @register_method
 class HardTeacher(Method):
     name = "hard_teacher"
+    capturable = True
     card = MethodCard(
         title="Hard teacher labels (classification analogue of sequence-level KD)",
         paper="Kim, Rush, Sequence-Level Knowledge Distillation, EMNLP 2016",
@@ -315,6 +320,7 @@ class PermutedKD(Method):
 @register_method
 class TeacherMassSmoothing(Method):
     name = "ls_teacher_mass"
+    capturable = True
     card = MethodCard(
         title="Label smoothing with the teacher's target mass (analysis control)",
         paper="Tang et al., Understanding and Improving Knowledge Distillation, arXiv 2020 (the control); "

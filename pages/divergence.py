@@ -15,6 +15,7 @@ from kdviz.plots import (
     slice_checkpoint_lines,
 )
 from kdviz.plots.divergence import counterfactual_bars, counterfactual_images, factor_sweep_lines
+from kdviz.plots.text import highlighted_sentence
 from kdviz.views import counterfactual as cfv
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
@@ -174,7 +175,8 @@ with scatter_box:
                 x=axes.x,
                 y=axes.y,
                 color="category",
-                hover_cols=["kl", "label_name", "teacher_pred_name", "student_pred_name", "category"],
+                hover_cols=["kl", "label_name", "teacher_pred_name", "student_pred_name", "category"]
+                + (["text"] if "text" in shown else []),
                 title=f"{len(shown)} of {len(frame)} test samples · teacher vs {student_name.lower()}",
             )
             figure.update_xaxes(title_text=axes.x_title)
@@ -221,6 +223,14 @@ all_samples = frame["index"].tolist()
 from_url("div_sample", dv.default_sample(frame, None), int, valid=all_samples)
 kl_by_sample = dict(zip(frame["index"], frame["kl"]))
 category_by_sample = dict(zip(frame["index"], frame["category"]))
+text_by_sample = dict(zip(frame["index"], frame["text"])) if "text" in frame else {}
+
+
+def sample_title(i: int) -> str:
+    sentence = text_by_sample.get(i)
+    said = f" · “{sentence if len(sentence) <= 60 else sentence[:57] + '…'}”" if sentence else ""
+    return f"#{i} · KL {kl_by_sample[i]:.3f} · {category_by_sample[i]}{said}"
+
 
 st.subheader("Test samples")
 table_rows = shown if len(picked) < 2 else shown[shown["index"].isin(picked)]
@@ -251,7 +261,7 @@ sample = st.selectbox(
     "Sample (most divergent first)",
     all_samples,
     key="div_sample",
-    format_func=lambda i: f"#{i} · KL {kl_by_sample[i]:.3f} · {category_by_sample[i]}",
+    format_func=sample_title,
 )
 options = st.columns([1, 1, 2]) if not lesson else [st.container()]
 methods = dv.CHEAP_ATTRIBUTIONS
@@ -261,7 +271,12 @@ with options[0]:
     from_url("div_method", methods[0], valid=methods)
     method = methods[0]
     if not lesson:
-        method = st.selectbox("Attribution", methods, key="div_method", help="Explains each model's predicted class.")
+        method = st.selectbox(
+            "Attribution", methods, key="div_method", format_func=lambda m: dv.ATTRIBUTION_TITLES.get(m, m),
+            help="Explains each model's predicted class" + (
+                " at the embedding layer: one score per word." if text_by_sample else "."
+            ),
+        )  # fmt: skip
 k_neighbours = 6
 if not lesson:
     with options[1]:
@@ -285,6 +300,7 @@ if drill is not None:
         f"**Sample #{drill.index}** · true class **{names[drill.label]}** · teacher predicts **{names[t_pred]}** "
         f"({drill.teacher_probs[t_pred]:.2f}) · {student_name.lower()} predicts **{names[s_pred]}** "
         f"({drill.student_probs[s_pred]:.2f}) · KL(teacher‖student) = {drill.kl:.3f} nats"
+        + (f"\n\n> {drill.text}" if drill.text else "")
     )
     left, right = st.columns(2)
     with left, guard("draw both probability vectors"):
@@ -297,8 +313,12 @@ if drill is not None:
         )  # fmt: skip
     with right, guard("draw both attributions"):
         maps = {"Teacher": drill.teacher_attribution[None], student_name: drill.student_attribution[None]}
-        what = f"{method} of each model's predicted class"
-        if drill.input_kind == "image":
+        what = f"{dv.ATTRIBUTION_TITLES.get(method, method)} of each model's predicted class"
+        if drill.input_kind == "text":
+            what += ": red words push towards it, blue away"
+            scores = {"Teacher": drill.teacher_attribution, student_name: drill.student_attribution}
+            figure = highlighted_sentence(drill.words, scores, title=what)
+        elif drill.input_kind == "image":
             figure = attribution_grid(drill.input[None], maps, [f"#{drill.index}"], title=what)
         elif drill.input_kind == "signal":
             figure = attribution_lines(drill.input[None], maps, [f"#{drill.index}"], roles=roles, title=what)
@@ -356,7 +376,33 @@ cf_colours = {cf_names[role]: role for role in cf_roles}
 cf_kind = None
 with guard("check which counterfactuals this data allows"):
     cf_kind = cfv.counterfactual_kind(ws, teacher_id)
-if cf_kind is None:
+if cf_kind == "text":
+    st.caption(
+        "Edit the sentence and every model reads it again (words the training sentences never used become "
+        "<unk>). The bars compare each model's probability of the sample's true class before and after."
+    )
+    sentence = st.text_input(
+        "Sentence", value=text_by_sample.get(int(sample), ""), key=f"div_cf_text_{sample}", max_chars=300
+    )
+    with guard("read the edited sentence"):
+        edited = cfv.evaluate_text(ws, cf_roles, sentence)
+        label = int(ws.labels(teacher_id)[int(sample)])
+        original = {cf_names[r]: ws.probs(rid)[int(sample)] for r, rid in cf_roles.items()}
+        chart(
+            counterfactual_bars(
+                original, {cf_names[r]: p for r, p in edited.probs.items()}, class_names, label,
+                roles=cf_colours, title="Probability of the true class: the test sentence and your edit",
+            ),
+            key="div_cf_text_bars", name=f"counterfactual-text-{sample}",
+        )  # fmt: skip
+        said = " · ".join(f"{cf_names[r]} predicts **{class_names[k]}**" for r, k in edited.predictions().items())
+        notes = []
+        if edited.unknown:
+            notes.append(f"not in the vocabulary (read as <unk>): {', '.join(edited.unknown)}")
+        if edited.cut:
+            notes.append(f"{edited.cut} word(s) past the models' length of {len(edited.words)} left out")
+        st.markdown(f"On the edited sentence: {said}" + (f" — {'; '.join(notes)}" if notes else ""))
+elif cf_kind is None:
     st.info(
         "Counterfactual edits work on `shapes` (re-rendered from each image's generating factors) and on tabular "
         "or point data (feature sliders); this dataset is neither."

@@ -9,12 +9,7 @@ import pytest
 from conftest import app_page
 
 ROOT = Path(__file__).parent.parent
-# the Divergence page draws attributions of pixels for its drill-down; a text guard there is pending
-PENDING = {"pages/divergence.py": "its drill-down computes input attributions, not defined for token ids yet"}
-PAGES = [
-    pytest.param(page, marks=pytest.mark.xfail(reason=PENDING[page], strict=False)) if page in PENDING else page
-    for page in sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
-]
+PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
 
 
 @pytest.mark.slow
@@ -41,3 +36,26 @@ def test_attributions_highlight_sentences_and_measure_agreement(app_env):
     assert rows[0] == "Teacher" and len(rows) == 4  # teacher, scratch, distilled, self-distilled
     agreement = at.dataframe[0].value
     assert len(agreement) == 3 and agreement["top-word agreement"].between(0, 1).all()
+
+
+def test_divergence_shows_sentences_token_attributions_text_slices_and_edits(app_env):
+    at = app_page("pages/divergence.py", dataset="sentiment").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    tables = [d.value for d in at.dataframe if "sentence" in d.value.columns]
+    assert tables and tables[0]["sentence"].str.len().gt(0).all()  # the sample table shows each sentence
+    assert any(m.value.startswith("**Sample #") and "\n\n> " in m.value for m in at.markdown)
+    assert at.selectbox(key="div_method").value == "gradient_x_input"
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    highlighted = [t for t in titles if t.startswith("gradient × embedding of each model's predicted class")]
+    assert len(highlighted) == 1
+    # slices from the sentence's metadata, never from the sentence itself
+    at.selectbox(key="div_slice_source").set_value("metadata rules")
+    at.selectbox(key="div_slice_target").set_value("kl").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    rules = [m.value for m in at.markdown if m.value.startswith("- **R")]
+    assert rules and not any("text" in r for r in rules)
+    # the counterfactual: edit the sentence, every model reads it again
+    box = at.text_input[0]
+    box.set_value(box.value + " but the food was zzzqx").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("read as <unk>): zzzqx" in m.value for m in at.markdown)

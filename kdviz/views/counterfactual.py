@@ -28,6 +28,7 @@ from kdviz.analysis.counterfactual import (
     normalise_images,
 )
 from kdviz.data.shapes import EDITABLE_FACTORS, NO_CUE, SHAPE_NAMES, render_counterfactual
+from kdviz.data.text import UNK, Vocabulary, tokenize
 from kdviz.distill.evaluation import predict_logits
 from kdviz.workspace import Workspace
 
@@ -35,12 +36,14 @@ __all__ = [
     "FACTOR_RANGES",
     "SWEEP_POINTS",
     "FeatureEdit",
+    "TextEdit",
     "ImageEdit",
     "NearestCounterfactual",
     "counterfactual_kind",
     "edit_cams",
     "edit_image",
     "evaluate_point",
+    "evaluate_text",
     "feature_names",
     "feature_ranges",
     "nearest_training_counterfactual",
@@ -66,10 +69,13 @@ SWEEP_POINTS = 13
 
 
 def counterfactual_kind(ws: Workspace, run_id: str) -> str | None:
-    """``"shapes"`` (factor edits), ``"features"`` (tabular or point vectors), or None (no counterfactuals)."""
+    """``"shapes"`` (factor edits), ``"features"`` (tabular or point vectors), ``"text"`` (an edited
+    sentence), or None (no counterfactuals)."""
     data = ws.dataset(run_id)
     if data.name == "shapes" and data.input_kind == "image":
         return "shapes"
+    if data.input_kind == "text":
+        return "text"
     if data.input_kind in ("tabular", "points") and len(data.input_shape) == 1:
         return "features"
     return None
@@ -380,3 +386,39 @@ def nearest_training_counterfactual(
         }
     )
     return NearestCounterfactual(row, distance, features, predictions)
+
+
+# --------------------------------------------------------------------------- text
+
+
+@dataclass
+class TextEdit:
+    """Every role's probabilities on a sentence the user wrote, and what the models saw of it."""
+
+    text: str
+    words: list[str]  # the tokens the models see: words outside the vocabulary as <unk>, cut at the length
+    unknown: list[str]  # the user's words missing from the vocabulary (each once, in order)
+    cut: int  # words beyond the models' length, left out
+    probs: dict[str, np.ndarray]  # role -> probabilities
+
+    def predictions(self) -> dict[str, int]:
+        return {role: int(p.argmax()) for role, p in self.probs.items()}
+
+
+def evaluate_text(ws: Workspace, roles: Mapping[str, str], text: str) -> TextEdit:
+    """Every role's probabilities on `text`, encoded with the dataset's vocabulary (cheap, not cached)."""
+    first = next(iter(roles.values()))
+    data = ws.dataset(first)
+    if data.input_kind != "text" or not data.vocabulary:
+        raise ValueError(f"dataset {data.name!r} is not text; sentence edits need a text dataset")
+    tokens = tokenize(str(text))
+    if not tokens:
+        raise ValueError("the sentence is empty: write at least one word")
+    vocabulary = Vocabulary(tuple(data.vocabulary))
+    length = int(data.input_shape[0])
+    x = vocabulary.encode([str(text)], length)
+    known = vocabulary.index
+    unknown = list(dict.fromkeys(w for w in tokens if w not in known))
+    words = [w if w in known else UNK for w in tokens[:length]]
+    probs = {role: _probabilities(ws.model(run_id), x)[0].astype(np.float64) for role, run_id in roles.items()}
+    return TextEdit(text=str(text), words=words, unknown=unknown, cut=max(0, len(tokens) - length), probs=probs)

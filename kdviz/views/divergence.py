@@ -24,17 +24,22 @@ from kdviz.analysis import (
     slice_targets,
 )
 from kdviz.analysis.attributions import module_lock
+from kdviz.analysis.token_attributions import TOKEN_METHODS, token_attributions
 from kdviz.data.shapes import FACTOR_COLUMNS
+from kdviz.data.text import PAD_ID
 from kdviz.views.counterfactual import feature_names
 from kdviz.workspace import ROLE_ORDER, Workspace
 
 __all__ = [
+    "ATTRIBUTION_TITLES",
     "CHEAP_ATTRIBUTIONS",
     "CLASS_FILTERS",
     "MAX_NEIGHBOUR_BANK",
     "SCATTER_AXES",
     "SLICE_SOURCES",
     "SLICE_TARGET_TITLES",
+    "TEXT_ATTRIBUTIONS",
+    "TEXT_COLUMNS",
     "SampleDrill",
     "ScatterAxes",
     "attribution_choices",
@@ -59,6 +64,24 @@ __all__ = [
 
 #: Attribution methods cheap enough for one click (one backward pass per model).
 CHEAP_ATTRIBUTIONS = ("saliency", "input_x_gradient", "grad_cam")
+#: Token attribution methods offered for text, gradient × embedding first (one backward pass per model).
+TEXT_ATTRIBUTIONS = ("gradient_x_input", "integrated_gradients", "occlusion")
+#: How the page names the token attribution methods (others go by their registered names).
+ATTRIBUTION_TITLES = {
+    "gradient_x_input": "gradient × embedding",
+    "integrated_gradients": "integrated gradients",
+    "occlusion": "occlusion by <unk>",
+}
+#: Metadata columns of text data that slice rules may use (the sentence itself is left out): name -> (label, unit).
+TEXT_COLUMNS: dict[str, tuple[str, str]] = {
+    "n_words": ("words", ""),
+    "negation": ("negated", ""),
+    "intensifier": ("intensified", ""),
+    "conjunction": ("conjunction", ""),
+    "n_clauses": ("clauses", ""),
+    "majority": ("annotators' majority", ""),
+    "agreement": ("annotator agreement", ""),
+}
 #: At most this many training samples are searched for neighbours (an evenly strided subset beyond it).
 MAX_NEIGHBOUR_BANK = 1500
 #: Which class column the class filter looks at.
@@ -113,7 +136,7 @@ def divergence_frame(ws: Workspace, teacher_id: str, student_id: str, split: str
 
     Columns of `kdviz.analysis.rank_divergence` plus `label`, the class names `label_name`,
     `teacher_pred_name`, `student_pred_name`, and each model's probability of the true class
-    (`teacher_true_prob`, `student_true_prob`).
+    (`teacher_true_prob`, `student_true_prob`); for text, the sentence (`text`).
     """
 
     def make() -> pd.DataFrame:
@@ -129,9 +152,21 @@ def divergence_frame(ws: Workspace, teacher_id: str, student_id: str, split: str
         frame["label_name"] = names[frame["label"].to_numpy()]
         frame["teacher_pred_name"] = names[frame["teacher_pred"].to_numpy()]
         frame["student_pred_name"] = names[frame["student_pred"].to_numpy()]
+        texts = _texts(ws, teacher_id, split)
+        if texts is not None:
+            frame["text"] = texts[rows]
         return frame
 
     return ws.cached(("divergence_frame", teacher_id, student_id, split), make)
+
+
+def _texts(ws: Workspace, run_id: str, split: str) -> np.ndarray | None:
+    """The sentences of a text split (its metadata's ``text`` column), None for other data."""
+    data = ws.dataset(run_id)
+    meta = data.metadata(split) if getattr(data, "input_kind", None) == "text" else None
+    if meta is None or "text" not in meta:
+        return None
+    return meta["text"].astype(str).to_numpy(dtype=object)
 
 
 def filter_divergence(
@@ -196,7 +231,10 @@ def selected_indices(event: Any) -> list[int]:
 
 
 def attribution_choices(ws: Workspace, teacher_id: str, student_id: str) -> list[str]:
-    """The cheap attribution methods both models support (Grad-CAM needs a conv layer in each)."""
+    """The cheap attribution methods both models support (Grad-CAM needs a conv layer in each); for text,
+    the token attributions of `TEXT_ATTRIBUTIONS`."""
+    if ws.dataset(teacher_id).input_kind == "text":
+        return list(TEXT_ATTRIBUTIONS)
     has_conv = all(getattr(ws.model(rid), "last_conv_layer", None) for rid in (teacher_id, student_id))
     return [name for name in CHEAP_ATTRIBUTIONS if name != "grad_cam" or has_conv]
 
@@ -269,7 +307,9 @@ class SampleDrill:
     the nearest training samples in the teacher's embedding space (cosine): ``train_index,
     similarity, label, label_name``; `neighbour_inputs` holds their inputs (k×…) and
     `bank_size`/`train_size` say how many training samples were searched out of how many.
-    `grid` is set for 2-D point data only.
+    `grid` is set for 2-D point data only. For text, `input` holds the token ids, `text` the sentence,
+    `words` the tokens the models see (unknown words as ``<unk>``), the attributions one score per
+    word (`kdviz.analysis.token_attributions`), and `neighbours` a ``text`` column.
     """
 
     index: int
@@ -288,6 +328,8 @@ class SampleDrill:
     bank_size: int
     train_size: int
     grid: DecisionGrid | None
+    text: str | None = None
+    words: list[str] | None = None
 
     @property
     def teacher_prediction(self) -> int:
@@ -300,6 +342,10 @@ class SampleDrill:
 
 def _attribution(ws: Workspace, run_id: str, split: str, index: int, target: int, method: str) -> np.ndarray:
     x, _ = ws.inputs(run_id, split)
+    if ws.dataset(run_id).input_kind == "text":
+        if method not in TOKEN_METHODS:
+            raise ValueError(f"text takes token attributions: {', '.join(TEXT_ATTRIBUTIONS)}; got {method!r}")
+        return token_attributions(ws.model(run_id), x[index : index + 1], [target], method)[0]
     return attribute(ws.model(run_id), x[index : index + 1], target, method)[0].numpy()
 
 
@@ -319,6 +365,9 @@ def _neighbours(ws: Workspace, teacher_id: str, sample: torch.Tensor, k: int) ->
             "label_name": [names[label] for label in labels],
         }
     )
+    texts = _texts(ws, teacher_id, "train")
+    if texts is not None:
+        table["text"] = texts[train_index]
     return table, x_train[torch.from_numpy(train_index)].numpy(), len(x_train)
 
 
@@ -337,7 +386,8 @@ def drill_down(
     """Everything the inspector shows for sample `index` of `split` (cached per pair, sample and options).
 
     `neighbours=False` skips the neighbour search (the first search embeds the training set once per
-    teacher). Attributions use `method` (any registered name; the app offers `CHEAP_ATTRIBUTIONS`).
+    teacher). Attributions use `method` (any registered name; the app offers `CHEAP_ATTRIBUTIONS`, and
+    `TEXT_ATTRIBUTIONS` for text).
     """
     _check_pair(ws, teacher_id, student_id, split)
     x, y = ws.inputs(teacher_id, split)
@@ -365,6 +415,10 @@ def drill_down(
                 teacher, student, data, index, split=split, k_neighbours=1, grid_size=grid_size
             )
             grid = explained.decision_grid
+        texts = _texts(ws, teacher_id, split)
+        words = None
+        if data.input_kind == "text":
+            words = [data.vocabulary[int(t)] for t in x[index] if int(t) != PAD_ID]
         return SampleDrill(
             index=index,
             label=int(y[index]),
@@ -382,6 +436,8 @@ def drill_down(
             bank_size=len(neighbour_bank(ws, teacher_id)[0]) if neighbours else 0,
             train_size=train_size,
             grid=grid,
+            text=None if texts is None else str(texts[index]),
+            words=words,
         )
 
     key = ("drill_down", teacher_id, student_id, split, index, method, k_neighbours if neighbours else 0, grid_size)
@@ -399,6 +455,7 @@ def table_view(frame: pd.DataFrame) -> pd.DataFrame:
     """The columns the sortable table shows, renamed for people."""
     columns = {
         "index": "sample",
+        "text": "sentence",
         "label_name": "true class",
         "teacher_pred_name": "teacher predicts",
         "student_pred_name": "student predicts",
@@ -409,7 +466,7 @@ def table_view(frame: pd.DataFrame) -> pd.DataFrame:
         "teacher_true_prob": "teacher p(true)",
         "student_true_prob": "student p(true)",
     }
-    return frame[list(columns)].rename(columns=columns)
+    return frame[[c for c in columns if c in frame]].rename(columns=columns)
 
 
 def points_frame(ws: Workspace, run_id: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -441,8 +498,9 @@ def slice_metadata(ws: Workspace, run_id: str, split: str = "test") -> tuple[pd.
 
     The dataset's own metadata (the generating factors of `shapes`, columns a user marked) with the
     true class added when it is not already there; for tabular and 2-D point data without metadata,
-    the input features in their original units. None for images, signals and own pairs without
-    metadata: they get feature-space clusters instead.
+    the input features in their original units; for text, the sentence's columns of `TEXT_COLUMNS`
+    (a sentence's length in words always, from the text itself), never the sentence. None for images,
+    signals and own pairs without metadata: they get feature-space clusters instead.
     """
 
     def make() -> tuple[pd.DataFrame | None, dict]:
@@ -461,6 +519,12 @@ def slice_metadata(ws: Workspace, run_id: str, split: str = "test") -> tuple[pd.
                 extra = meta.reset_index(drop=True)
                 features = pd.concat([features.drop(columns=[c for c in extra if c in features]), extra], axis=1)
             meta = features
+        if data.input_kind == "text" and meta is not None:
+            meta = meta.reset_index(drop=True)
+            if "n_words" not in meta and "text" in meta:
+                meta = meta.assign(n_words=meta["text"].astype(str).str.split().str.len())
+            meta = meta[[c for c in TEXT_COLUMNS if c in meta]]
+            columns.update({c: TEXT_COLUMNS[c] for c in meta})
         if meta is None:
             return None, {}
         meta = meta.reset_index(drop=True).copy()

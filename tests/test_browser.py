@@ -95,7 +95,7 @@ def test_every_page_opens_without_errors(server: str, browser: object, tmp_path:
         assert not errors, f"page {name or 'home'} shows errors: {errors}"
         page.screenshot(path=str(out / f"{name or 'home'}.png"))
     page.close()
-    print("\nfirst content per page (s, sample models, this machine, after one warm-up visit of Home):")
+    print("\nfirst content per page (s, sample models, this machine, after the launcher's warm-up):")
     for name, seconds in timings.items():
         print(f"  {name:16s} {seconds:5.2f}")
 

@@ -100,7 +100,8 @@ with slices_box:
     st.caption(
         "Groups of test samples where the student disagrees with the teacher (or errs, or sits far from it in "
         "KL) much more often than overall: rules over each sample's metadata (the generating factors of "
-        "`shapes`, the columns of tabular data, the true class), or clusters of a model's features for data "
+        "`shapes`, the columns of tabular data, a sentence's length, negation and annotator agreement, the "
+        "true class), or clusters of a model's features for data "
         "without metadata. Rates carry 95% intervals; '× base rate' is the lift. The search tries a few hundred "
         "rules, so a slice is a lead to look at, not a proof."
     )

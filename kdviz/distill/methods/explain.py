@@ -324,6 +324,12 @@ class ExplanationKD(_ExplanationMatchingKD):
     explanation = "grad_cam"
 
     def check_models(self, ctx) -> None:
+        if getattr(ctx.dataset, "input_kind", None) == "text":  # its usual advice, gradient_matching_kd, refuses text
+            raise MethodError(
+                f"explanation_kd matches Grad-CAM maps over image positions: it is not available for text dataset "
+                f"{ctx.dataset.name!r} (nor is gradient_matching_kd: token ids have no input gradient). Use kd, or "
+                "a feature or embedding method (fitnets, embedding_self_kd)"
+            )
         self.layers: dict[str, str] = {}
         probe = ctx.dataset.x_train[:2]
         for role, model in (("student", ctx.student), ("teacher", ctx.teacher)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kdviz.analysis.token_attributions import token_attributions
+from kdviz.data import load_csv
 from kdviz.data.text import tokenize
 from kdviz.samples import sample_roles
 from kdviz.store import RunStore
@@ -78,3 +79,30 @@ def test_edited_sentence_is_read_like_the_test_sentence(text_ws):
     assert all(np.isclose(p.sum(), 1.0) for p in edited.probs.values())
     with pytest.raises(ValueError, match="empty"):
         cfv.evaluate_text(ws, roles, "  ")
+
+
+class _CsvWorkspace:
+    """What `slice_metadata` reads, over a user's text CSV (no run needed)."""
+
+    def __init__(self, dataset) -> None:
+        self.data, self._cache = dataset, {}
+
+    def dataset(self, run_id: str):
+        return self.data
+
+    def labels(self, run_id: str, split: str = "test") -> np.ndarray:
+        return self.data.split(split)[1].numpy()
+
+    def cached(self, key, make):
+        return self._cache.setdefault(key, make())
+
+
+def test_own_text_slices_over_sentence_length_and_class():
+    rows = [
+        f'"the film was {"very " * (i % 4)}{w}",{c}' for i in range(20) for w, c in (("fine", "pos"), ("dull", "neg"))
+    ]
+    data = load_csv(("review,label\n" + "\n".join(rows) + "\n").encode(), "label", text_column="review")
+    meta, labels = dv.slice_metadata(_CsvWorkspace(data), "csv")
+    texts = data.metadata("test")["text"]
+    assert list(meta.columns) == ["class", "n_words"] and labels["n_words"] == ("words", "")
+    assert (meta["n_words"] == texts.str.split().str.len()).all()

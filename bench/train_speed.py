@@ -1,19 +1,26 @@
-"""Benchmark: the kdviz trainer against a conventional PyTorch KD loop, in one run.
+"""Benchmark: the kdviz trainer (eager and captured step) against a conventional PyTorch KD loop, in one run.
 
 The conventional loop is KD written the usual way: a `DataLoader` over CPU tensors, each batch
 copied to the device, the teacher run forward on every step, val/test evaluated each epoch
-through a `DataLoader`. Both train the same student from the same initialisation with the same
-optimiser, schedule, loss (Hinton KD) and seed. Times are whole-run wall time divided by
-epochs (kdviz's one-off teacher-logit pass is included).
+through a `DataLoader`. Every loop trains the same student from the same initialisation with the
+same optimiser, schedule, loss (Hinton KD) and seed. The kdviz trainer runs with its eager step
+and with each captured step asked for (`--captured`; default: the CUDA graph and torch.compile on
+CUDA, torch.compile on the CPU; see `kdviz.distill.captured`).
+
+Two times per loop: "s/epoch" is whole-run wall time divided by epochs (kdviz's one-off teacher-logit
+pass, compilation and capture included); "steady" is the median epoch time after the first epoch
+(training plus val/test evaluation), the cost of every further epoch.
 
     python bench/train_speed.py                      # CPU defaults
-    python bench/train_speed.py --n-train 20000 --device cuda
+    python bench/train_speed.py --n-train 20000 --device cuda --batch-size 512
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+import warnings
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -25,8 +32,8 @@ from kdviz.distill.losses.response import hinton_kd
 from kdviz.models import build_model
 
 
-def conventional_kd(config: TrainConfig, dataset, teacher, device: torch.device) -> tuple[float, float]:
-    """Seconds per epoch and final test accuracy of the plain loop."""
+def conventional_kd(config: TrainConfig, dataset, teacher, device: torch.device) -> tuple[float, float, float]:
+    """Seconds per epoch (whole run, steady) and final test accuracy of the plain loop."""
     torch.manual_seed(config.seed)
     student = build_model(config.student, dataset).to(device)
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
@@ -49,7 +56,9 @@ def conventional_kd(config: TrainConfig, dataset, teacher, device: torch.device)
     teacher = teacher.to(device).eval()
     started = time.perf_counter()
     test_accuracy = 0.0
+    epoch_seconds = []
     for _ in range(config.epochs):
+        epoch_started = time.perf_counter()
         student.train()
         for xb, yb in train_loader:
             xb, yb = xb.to(device), yb.to(device)
@@ -62,19 +71,29 @@ def conventional_kd(config: TrainConfig, dataset, teacher, device: torch.device)
             optimizer.step()
         schedule.step()
         evaluate(dataset.x_val, dataset.y_val)
-        test_accuracy = evaluate(dataset.x_test, dataset.y_test)
+        test_accuracy = evaluate(dataset.x_test, dataset.y_test)  # .item() syncs: the epoch is done
+        epoch_seconds.append(time.perf_counter() - epoch_started)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - started) / config.epochs, test_accuracy
+    return (time.perf_counter() - started) / config.epochs, steady(epoch_seconds), test_accuracy
 
 
-def kdviz_kd(config: TrainConfig, dataset, teacher, device: torch.device) -> tuple[float, float]:
-    """Seconds per epoch and final test accuracy of the kdviz trainer."""
+def kdviz_kd(config: TrainConfig, dataset, teacher, device: torch.device, capture: str) -> tuple[float, float, float]:
+    """Seconds per epoch (whole run, steady) and final test accuracy of the kdviz trainer with `capture`."""
     started = time.perf_counter()
-    _, history, _ = fit(config, dataset, teacher, device=device)
+    with warnings.catch_warnings():
+        # a captured variant that falls back to the eager step must not pass for captured
+        warnings.filterwarnings("error", message="capture=.* falls back|capturing the step")
+        _, history, _ = fit(config, dataset, teacher, device=device, capture=capture)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - started) / config.epochs, history[-1]["test_accuracy"]
+    seconds = [m["seconds"] for m in history]  # each epoch ends in evaluation, which syncs
+    return (time.perf_counter() - started) / config.epochs, steady(seconds), history[-1]["test_accuracy"]
+
+
+def steady(epoch_seconds: list[float]) -> float:
+    """The median epoch time after the first (compilation, capture and warm-up happen in the first)."""
+    return statistics.median(epoch_seconds[1:] or epoch_seconds)
 
 
 def main() -> None:
@@ -87,9 +106,14 @@ def main() -> None:
     parser.add_argument("--student", default="cnn-s")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--captured", default=None, help="captured steps to time, comma-separated: graph (CUDA only), compile"
+    )
     args = parser.parse_args()
 
     device = pick_device(args.device)
+    default = "graph,compile" if device.type == "cuda" else "compile"
+    captured = [name.strip() for name in (args.captured or default).split(",") if name.strip()]
     dataset = load_dataset("shapes", n_train=args.n_train, seed=args.seed)
     print(f"device {device}, torch threads {torch.get_num_threads()}, shapes n_train={len(dataset.x_train)}")
     teacher_cfg = TrainConfig(dataset=dataset.spec, student=args.teacher, epochs=args.teacher_epochs, seed=args.seed)
@@ -104,15 +128,22 @@ def main() -> None:
         seed=args.seed,
     )
 
-    # Warm-up outside the timings (allocator, kernels), then each loop once.
-    fit(TrainConfig(**{**student_cfg.__dict__, "epochs": 1}), dataset, teacher, device=device)
-    plain_seconds, plain_accuracy = conventional_kd(student_cfg, dataset, teacher, device)
-    fast_seconds, fast_accuracy = kdviz_kd(student_cfg, dataset, teacher, device)
+    # Warm-up outside the timings (allocator, kernels; compiled code in torch's caches), then each loop once.
+    for capture in ["off", *captured]:
+        fit(TrainConfig(**{**student_cfg.__dict__, "epochs": 1}), dataset, teacher, device=device, capture=capture)
+    rows = {"conventional PyTorch": conventional_kd(student_cfg, dataset, teacher, device)}
+    rows["kdviz, eager step"] = kdviz_kd(student_cfg, dataset, teacher, device, "off")
+    for capture in captured:
+        rows[f"kdviz, captured ({capture})"] = kdviz_kd(student_cfg, dataset, teacher, device, capture)
 
-    print(f"\n{'loop':<22} {'s/epoch':>9} {'test acc':>9}")
-    print(f"{'conventional PyTorch':<22} {plain_seconds:>9.3f} {plain_accuracy:>9.3f}")
-    print(f"{'kdviz trainer':<22} {fast_seconds:>9.3f} {fast_accuracy:>9.3f}")
-    print(f"speed-up: {plain_seconds / fast_seconds:.2f}x  (accuracy difference {fast_accuracy - plain_accuracy:+.3f})")
+    plain_seconds, plain_steady, plain_accuracy = rows["conventional PyTorch"]
+    print(f"\n{'loop':<26} {'s/epoch':>9} {'steady':>9} {'test acc':>9} {'speed-up':>9} {'steady speed-up':>16}")
+    for name, (seconds, steady_seconds, accuracy) in rows.items():
+        print(
+            f"{name:<26} {seconds:>9.3f} {steady_seconds:>9.3f} {accuracy:>9.3f} {plain_seconds / seconds:>8.2f}x "
+            f"{plain_steady / steady_seconds:>15.2f}x"
+        )
+    print("speed-up: against the conventional loop (whole run / steady epochs); accuracies are each loop's final test")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,9 @@ def test_a_failed_capture_warns_and_the_run_steps_eagerly(moons, teacher, monkey
     with pytest.warns(RuntimeWarning, match="capturing the step of 'kd' failed .* continues eagerly"):
         fallen = fit(cfg, moons, teacher, device="cpu", capture="graph")
     assert_same_run(eager, fallen)
+    with pytest.warns(RuntimeWarning):
+        run = train(cfg, dataset=moons, teacher=teacher, device="cpu", capture="graph")
+    assert run.summary["step"] == "eager"  # what the run did, not what was asked
 
 
 # ---- torch.compile (aot_eager on the CPU) -----------------------------------------------------------

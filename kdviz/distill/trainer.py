@@ -429,9 +429,9 @@ def _fit(
             session.checkpoints[epoch] = cpu_state(session.student)
         if progress is not None:
             progress(EpochReport(epoch, config.epochs, dict(metrics)))
-    return _Fitted(
-        session.student.eval(), session.history, session.checkpoints, session.method, session.ctx, session.capture
-    )
+    failure = getattr(session.captured_step, "failure", None)  # a capture that failed: the run stepped eagerly
+    capture = session.capture if failure is None else CapturePlan("eager", failure)
+    return _Fitted(session.student.eval(), session.history, session.checkpoints, session.method, session.ctx, capture)
 
 
 @dataclass

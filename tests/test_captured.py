@@ -102,6 +102,7 @@ def test_capturable_methods_are_the_static_response_ones():
 
     capturable = {cls.name for cls in list_methods() if cls.capturable}
     assert {"ce", "label_smoothing", "kd", "born_again", "tf_kd", "hard_teacher", "ls_teacher_mass"} <= capturable
+    assert {"attention_transfer", "relational"} <= capturable  # feature methods with static shapes
     # their loss reads the epoch (dkd's warm-up, fitnets' stages) or keeps state between steps (selective_kd)
     assert not capturable & {"dkd", "fitnets", "selective_kd", "sampled_kd", "ps_kd", "dml"}
 
@@ -130,6 +131,28 @@ def test_graph_step_equals_the_eager_step(moons, teacher, rerun_graphs, method):
     # 3 warm-up steps, then replays of every other full batch; each epoch's partial batch is eager
     assert step.warm_steps == 3 and step.replays == 3 * FULL_BATCHES - 3 and step.eager_steps == 3
     assert step.failure is None
+
+
+def test_graph_step_of_feature_methods_equals_the_eager_step(moons, teacher, rerun_graphs):
+    """Relational KD (the teacher's embeddings every step) and attention transfer (feature taps on a CNN)."""
+    relational = config(moons, "relational")
+    assert_same_run(
+        fit(relational, moons, teacher, device="cpu"), fit(relational, moons, teacher, device="cpu", capture="graph")
+    )
+    digits = get_dataset({"name": "digits"})
+    cnn_teacher, _, _ = fit(TrainConfig(dataset=digits.spec, student="cnn-s", epochs=1), digits, device="cpu")
+    cfg = TrainConfig(
+        dataset=digits.spec,
+        student="cnn-s",
+        method="attention_transfer",
+        hparams={"beta": 50},
+        epochs=2,
+        batch_size=BATCH,
+        train_subset=300,
+    )
+    eager = fit(cfg, digits, cnn_teacher, device="cpu")
+    assert_same_run(eager, fit(cfg, digits, cnn_teacher, device="cpu", capture="graph"))
+    assert [step.replays for step in rerun_graphs] == [3 * FULL_BATCHES - 3, 2 * (300 // BATCH) - 3]
 
 
 def test_graph_step_reads_its_static_buffers(moons, teacher):

@@ -74,6 +74,7 @@ class AttentionTransfer(Method):
     """Activation-based attention transfer between matched convolutional feature layers, plus CE."""
 
     name = "attention_transfer"
+    capturable = True
     needs_student = "spatial feature maps (CNN student and teacher)"
     card = MethodCard(
         title="Attention transfer (activation-based)",
@@ -150,6 +151,7 @@ class RelationalKD(Method):
     """Relational KD: distance- and angle-wise structure of the batch's penultimate embeddings, plus CE."""
 
     name = "relational"
+    capturable = True
     card = MethodCard(
         title="Relational knowledge distillation (RKD-D + RKD-A)",
         paper="Park, Kim, Lu, Cho, Relational Knowledge Distillation, CVPR 2019",

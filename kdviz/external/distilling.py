@@ -30,6 +30,8 @@ from kdviz.models.external import ExternalModelError
 NEEDS_PRESET = {
     "sd_dropout": "dropout between the student's penultimate features and a separate linear head",
     "embedding_self_kd": "the student's linear head weights",
+    "embedding_self_kd_native": "the student's linear head weights (its output embeddings)",
+    "word_embedding_distill": "a kdviz text student and teacher with word-embedding tables",
     "byot": "a multi-exit kdviz student (cnn-s-exits, …)",
     "multi_branch": "a multi-branch kdviz student (cnn-s-branches, …)",
     "self_kd_ambiguity": "a multi-exit kdviz student",

@@ -7,15 +7,17 @@ from kdviz.data.shapes import EDITABLE_FACTORS, SHAPE_NAMES
 from kdviz.plots import (
     attribution_grid,
     attribution_lines,
+    counterfactual_bars,
+    counterfactual_images,
     decision_boundary,
     divergence_scatter,
+    factor_sweep_lines,
+    highlighted_sentence,
     neighbour_gallery,
     probability_comparison,
     slice_bars,
     slice_checkpoint_lines,
 )
-from kdviz.plots.divergence import counterfactual_bars, counterfactual_images, factor_sweep_lines
-from kdviz.plots.text import highlighted_sentence
 from kdviz.views import counterfactual as cfv
 from kdviz.views import divergence as dv
 from ui.app import bootstrap
@@ -179,12 +181,9 @@ with scatter_box:
                 hover_cols=["kl", "label_name", "teacher_pred_name", "student_pred_name", "category"]
                 + (["text"] if "text" in shown else []),
                 title=f"{len(shown)} of {len(frame)} test samples · teacher vs {student_name.lower()}",
+                x_title=axes.x_title,
+                y_title=axes.y_title,
             )
-            figure.update_xaxes(title_text=axes.x_title)
-            figure.update_yaxes(title_text=axes.y_title)
-            # Streamlit turns click-to-select off while the drag mode is lasso/select: drag zooms, a click picks
-            # a point, and the toolbar's box/lasso tools select several.
-            figure.update_layout(dragmode="zoom")
             event = chart(figure, key=f"div_scatter_{student_role}_{axes_name}", name="divergence-scatter", select=True)
 
 # Slices across students and checkpoints need every student's outputs: drawn after the scatter, so the

@@ -4,8 +4,7 @@ import logging
 
 import streamlit as st
 
-from kdviz.plots import learning_curves, loss_term_curves, parallel_coordinates
-from kdviz.plots.runs import sweep_heatmap
+from kdviz.plots import learning_curves, loss_term_curves, parallel_coordinates, sweep_heatmap
 from kdviz.store import RunStoreError
 from kdviz.views import runs as rv
 from kdviz.views import sweeps as sv

@@ -38,7 +38,7 @@ from kdviz.plots.lesson import (
 )
 from kdviz.plots.papers import VERDICT_COLORS, paired_differences, verdict_bars
 from kdviz.plots.representations import cka_heatmap, concept_map, projection_scatter, tcav_bars
-from kdviz.plots.runs import headline_bars, learning_curves, loss_term_curves, parallel_coordinates
+from kdviz.plots.runs import headline_bars, learning_curves, loss_term_curves, parallel_coordinates, sweep_heatmap
 from kdviz.plots.style import (
     CATEGORY_COLORS,
     DIVERGING_SCALE,
@@ -65,7 +65,7 @@ _PAGE_BUILDERS = (
     "logit_gradient_bars", "loss_curve", "sample_input_figure", "soft_target_bars", "paired_differences",
     "verdict_bars", "cka_heatmap", "concept_map", "projection_scatter", "tcav_bars", "headline_bars",
     "learning_curves", "loss_term_curves", "parallel_coordinates", "counterfactual_bars", "counterfactual_images",
-    "factor_sweep_lines", "highlighted_sentence", "method_bars", "token_probabilities",
+    "factor_sweep_lines", "highlighted_sentence", "method_bars", "token_probabilities", "sweep_heatmap",
 )  # fmt: skip
 for _name in _PAGE_BUILDERS:
     globals()[_name] = memoised(globals()[_name])

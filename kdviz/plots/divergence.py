@@ -54,8 +54,13 @@ def divergence_scatter(
     class_names: Sequence[str] | None = None,
     log_y: bool = False,
     title: str | None = "Where teacher and student diverge",
+    x_title: str | None = None,
+    y_title: str | None = None,
 ) -> go.Figure:
     """One point per test sample (rows of `kdviz.analysis.rank_divergence`), coloured by `color`.
+
+    Axis titles default to the columns' labels. Dragging zooms; a click selects a point (Streamlit
+    turns click-to-select off while the drag mode is lasso/select; the toolbar still offers them).
 
     Every point carries its sample index (`index_col`) as `customdata[0]`, so Streamlit's
     `on_select` returns it; `hover_cols` follow. Non-float colour columns are categories (the
@@ -83,8 +88,14 @@ def divergence_scatter(
         fig.add_trace(trace)
     if log_y:
         fig.update_yaxes(type="log")
-    fig.update_layout(clickmode="event+select")  # a forced lasso/select drag mode stops clicks selecting a point
-    return apply_layout(fig, title=title, x_title=axis_label(x), y_title=axis_label(y), legend_title=axis_label(color))
+    fig.update_layout(clickmode="event+select", dragmode="zoom")
+    return apply_layout(
+        fig,
+        title=title,
+        x_title=x_title or axis_label(x),
+        y_title=y_title or axis_label(y),
+        legend_title=axis_label(color),
+    )
 
 
 def probability_comparison(

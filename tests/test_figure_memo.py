@@ -92,3 +92,20 @@ def test_exported_page_builders_are_memoised_and_equal_to_the_uncached_figure():
     assert plots.metric_intervals(frame.copy()) is fig
     assert fig.to_dict() == plots.metric_intervals.uncached(frame).to_dict()
     assert plots.metric_intervals(frame.assign(value=[0.1, 0.25])) is not fig
+
+
+def test_pages_never_modify_the_shared_figures():
+    """Builders' figures are shared by every session: pages pass options to the builder instead."""
+    import re
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parent.parent / "pages"
+    mutate = re.compile(r"\.(update_layout|update_xaxes|update_yaxes|update_traces|add_trace|add_shape|add_annotation"
+                        r"|add_vline|add_hline|for_each_trace)\(")  # fmt: skip
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted(pages.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if mutate.search(line)
+    ]
+    assert offenders == []

@@ -100,6 +100,23 @@ def test_every_page_opens_without_errors(server: str, browser: object, tmp_path:
         print(f"  {name:16s} {seconds:5.2f}")
 
 
+TEXT_PAGES = ["", "dark_knowledge", "calibration", "representations", "attributions", "divergence"]
+
+
+def test_text_pages_show_sentences_without_errors(server: str, browser: object, tmp_path: Path):
+    """The shipped sentiment pair on every page with a sample view: sentences, not pixels."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1500})
+    out = screenshot_dir(tmp_path)
+    for name in TEXT_PAGES:
+        open_page(page, f"{server}/{name}?dataset=sentiment", timeout=120_000)
+        errors = page.locator(ERRORS).all_inner_texts()
+        assert not errors, f"page {name or 'home'} on sentiment shows errors: {errors}"
+        page.screenshot(path=str(out / f"text_{name or 'home'}.png"))
+    body = page.locator("[data-testid='stApp']").inner_text()
+    assert "sentence" in body.lower()  # the Divergence inspector lists and highlights sentences
+    page.close()
+
+
 def _job_keys(page: object) -> set[str]:
     """The job ids shown on a Train page (each job's container carries the key tr_job_<id>)."""
     script = "els => els.map(e => e.className.match(/st-key-tr_job_[0-9a-f]+/)[0])"

@@ -105,6 +105,19 @@ def test_tiny_preset_runs_and_plan_ids_match(tmp_path) -> None:
     assert pp.run_paper("kd_survey", store, preset="tiny")["verdict"] == pp.UNTESTABLE
 
 
+def test_text_entry_judges_the_distance_to_the_human_labels(tmp_path) -> None:
+    store = RunStore(tmp_path)
+    result = pp.run_paper("ambiguity", store, preset="tiny")
+    assert pp.get_paper("ambiguity").presets["tiny"].dataset["name"] == "sentiment"
+    for row in result["runs"]:  # each row carries the run's own KL(human ‖ model) and TV
+        summary = store.get(row["run_id"]).summary
+        assert row["test_posterior_kl"] == pytest.approx(summary["test_posterior_kl"])
+        assert row["test_posterior_tv"] == pytest.approx(summary["test_posterior_tv"])
+    kl = next(t for t in result["tests"] if t["metric"] == "test_posterior_kl")
+    by_arm = {(r["arm"], r["seed"]): r["test_posterior_kl"] for r in result["runs"]}
+    assert kl["diffs"] == pytest.approx([by_arm["self_kd_ambiguity", s] - by_arm["scratch", s] for s in (0, 1, 2)])
+
+
 @pytest.mark.slow
 def test_every_entry_runs_in_the_tiny_preset(tmp_path) -> None:
     store = RunStore(tmp_path)

@@ -57,6 +57,8 @@ PAGE_TITLES = {
 _METRIC_LABELS = {
     "test_accuracy": "test accuracy",
     "test_ece": "ECE",
+    "test_posterior_kl": "KL(human ‖ model)",
+    "test_posterior_tv": "TV to the human labels",
     "exit1_accuracy": "first-exit accuracy",
     "n_foreground": "foreground concepts N_fg",
     "concept_ratio": "foreground share λ",

@@ -118,6 +118,33 @@ def test_text_entry_judges_the_distance_to_the_human_labels(tmp_path) -> None:
     assert kl["diffs"] == pytest.approx([by_arm["self_kd_ambiguity", s] - by_arm["scratch", s] for s in (0, 1, 2)])
 
 
+def test_no_scope_says_text_is_missing() -> None:
+    for paper in pp.PAPERS.values():
+        assert "no text task" not in paper.scope, paper.key
+
+
+TEXT_ENTRIES = ("self_kd_nlp", "ambiguity", "mt_dnn_kd", "nlp_compression", "word_embeddings")
+
+
+@pytest.mark.parametrize("key", TEXT_ENTRIES)
+def test_language_entries_run_on_sentiment_and_reuse_the_shipped_pair(key: str) -> None:
+    from kdviz.samples import SAMPLES_DIR
+
+    manifest = json.loads((SAMPLES_DIR / "manifest.json").read_text(encoding="utf-8"))
+    shipped = {run["id"] for run in manifest["datasets"]["sentiment"]["runs"].values()}
+    for preset in pp.PRESETS:
+        setup = pp.get_paper(key).presets[preset]
+        assert setup.dataset["name"] == "sentiment" and setup.student == "text-cnn", (key, preset)
+        assert len(setup.seeds) >= 3
+    plan = pp.plan_configs(key, "default")
+    scratch = [run for run in plan if run.label == "scratch (seed 0)"]
+    teacher = [run for run in plan if run.label == "teacher (seed 0)"]
+    assert all(run.run_id in shipped for run in scratch)  # the shipped scratch student, not trained again
+    assert bool(scratch) == (key != "nlp_compression")  # nlp_compression has no label-only arm
+    if key in ("word_embeddings", "nlp_compression"):  # the shipped text-gru teacher is seed 0's
+        assert teacher[0].run_id in shipped
+
+
 @pytest.mark.slow
 def test_every_entry_runs_in_the_tiny_preset(tmp_path) -> None:
     store = RunStore(tmp_path)

@@ -590,7 +590,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         if args.name or len(classes) == 1:
             print(f"  paper:   {cls.card.paper}\n  loss:    {cls.card.formula}\n  claim:   {cls.card.claim}")
             why_not = why_not_capturable(cls, "adam")
-            print(f"  step:    {'captured on CUDA (full batches replay one graph)' if why_not is None else why_not}")
+            captured = "capturable on CUDA with capture='on' (full batches replay one graph)"
+            print(f"  step:    {captured if why_not is None else why_not}")
             for key, hp in cls.hyperparameters.items():
                 print(f"  {key:<12} default {hp.default:g}  {hp.description}")
     return 0

@@ -90,16 +90,20 @@ def why_not_capturable(method: type[Method], optimizer: str) -> str | None:
 
 
 def step_label(method: type[Method]) -> str:
-    """How the method's full batches step on CUDA by default, in a few words (`kdviz methods`)."""
+    """Whether the method's full batches can replay a captured step, in a few words (`kdviz methods`)."""
     if method.capturable:
-        return f"step captured on CUDA ({'/'.join(CAPTURE_OPTIMIZERS)})"
+        return f"step capturable on CUDA, capture='on' ({'/'.join(CAPTURE_OPTIMIZERS)})"
     return "step eager (not capturable)"
 
 
 def plan_capture(mode: str, method: type[Method], optimizer: str, device: torch.device) -> CapturePlan:
-    """The step a run takes for `capture=mode`: "off" eager; "auto" the CUDA graph on CUDA, eager elsewhere
-    (the CPU's eager step is the reference); "on" the CUDA graph on CUDA, `torch.compile` elsewhere;
-    "graph" / "compile" that backend. A method or optimiser that cannot be captured is eager, with why."""
+    """The step a run takes for `capture=mode`: "off" and "auto" eager; "on" the CUDA graph on CUDA,
+    `torch.compile` elsewhere; "graph" / "compile" that backend. A method or optimiser that cannot be
+    captured is eager, with why.
+
+    "auto" stays eager until the captured step has been tested and measured on a GPU (its CPU tests
+    pass; no GPU has run it yet): ask for capture="on" / "graph" to use it on CUDA meanwhile.
+    """
     if mode not in CAPTURE_MODES:
         raise ValueError(f"capture must be one of {', '.join(CAPTURE_MODES)}, got {mode!r}")
     cuda = device.type == "cuda"
@@ -107,7 +111,9 @@ def plan_capture(mode: str, method: type[Method], optimizer: str, device: torch.
         raise ValueError(f"capture='graph' records a CUDA graph and needs a CUDA device, got {device}")
     if mode == "off":
         return CapturePlan("eager", "capture is off")
-    if mode == "auto" and not cuda:
+    if mode == "auto":
+        if cuda:
+            return CapturePlan("eager", "capture='auto' is eager until the CUDA graph step is verified on a GPU")
         return CapturePlan("eager", f"on {device.type} the eager step is the reference (capture='on' compiles it)")
     reason = why_not_capturable(method, optimizer)
     if reason is not None:

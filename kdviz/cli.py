@@ -524,8 +524,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         cells += f" {_pm(row['test_agreement_mean'], row['test_agreement_ci']):>17}"
         cells += f" {_pm(row['gain_mean'], row['gain_ci'], signed=True):>17}"
         print(f"{row['student']:<10} {point} {row['n']:>3}{cells}")
-    print(f"\nmean ± 95 % CI (t) over seeds; gain = test accuracy minus the same seed's scratch student (ce); "
-          f"sweep {result.id} in {store.root}")
+    print(
+        f"\nmean ± 95 % CI (t) over seeds; gain = test accuracy minus the same seed's scratch student (ce); "
+        f"sweep {result.id} in {store.root}"
+    )
     return 0
 
 

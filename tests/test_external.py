@@ -272,8 +272,16 @@ def test_distill_improves_agreement_and_leaves_your_modules_alone(teacher: nn.Mo
     before_t, before_s = _snapshot(teacher), _snapshot(student)
     untrained = kdviz.Pair(teacher, student, test=(X_TEST, Y_TEST)).agreement()
     result = kdviz.distill_student(
-        teacher, student, train=(X, Y), test=(X_TEST, Y_TEST), method="kd", epochs=15, batch_size=32, lr=1e-2,
-        temperature=4, alpha=0.9,
+        teacher,
+        student,
+        train=(X, Y),
+        test=(X_TEST, Y_TEST),
+        method="kd",
+        epochs=15,
+        batch_size=32,
+        lr=1e-2,
+        temperature=4,
+        alpha=0.9,
     )
     assert type(result.student) is type(student)
     assert {"loss/kd", "loss/ce", "teacher_agreement"} <= set(result.history.columns)

@@ -262,7 +262,15 @@ def _deeplift(model, inputs, target, baselines, internal_batch_size, options, ge
 
 
 _DEEPLIFT_NONLINEAR = (
-    nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d
+    nn.ReLU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softmax,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
 )  # fmt: skip  (the non-linear modules captum's DeepLift rewrites)
 
 

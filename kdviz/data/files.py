@@ -254,7 +254,6 @@ def _is_number_text(text: str) -> bool:
     return True
 
 
-
 def load_csv(
     source: Source,
     label_column: str,

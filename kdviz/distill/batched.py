@@ -130,7 +130,7 @@ def _names(names: frozenset[str]) -> str:
 
 
 def pick_route(route: str, device: torch.device, arch: str | None = None) -> str:
-    """"batched" or "sequential" for `route` on `device` for students of architecture family `arch`.
+    """ "batched" or "sequential" for `route` on `device` for students of architecture family `arch`.
 
     auto: batched on CUDA; on the CPU batched for MLP students only (see the module doc).
     """

@@ -40,9 +40,7 @@ def show(
     name = name or pair.name
     store = RunStore()
     pair.save(name, factories=factories, store=store)
-    modules = [
-        (f if isinstance(f, str) else f[0]).partition(":")[0].split(".")[0] for f in (factories or {}).values()
-    ]
+    modules = [(f if isinstance(f, str) else f[0]).partition(":")[0].split(".")[0] for f in (factories or {}).values()]
     allowed = allow_list(*modules)
     env = {ALLOW_ENV: allowed} if allowed else {}
     process, base = start_app(store.root, port=free_port(port), env=env, address=address)

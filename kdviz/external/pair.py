@@ -290,9 +290,7 @@ def _plot_roles(models: Mapping[str, ExternalModel]) -> dict[str, str]:
     return {role: {"student": "distilled"}.get(role, role) for role in models}
 
 
-def _pair_dataset(
-    name: str, test: Any, train: Any, val: Any, data: Any, class_names: Any, masks: Any
-) -> Dataset:
+def _pair_dataset(name: str, test: Any, train: Any, val: Any, data: Any, class_names: Any, masks: Any) -> Dataset:
     if data is not None:
         if test is not None or train is not None or val is not None:
             raise DatasetError("pass either data= (a kdviz dataset) or test=/train=/val=, not both")
@@ -315,8 +313,9 @@ def _pair_dataset(
     if val is not None:
         splits["val"] = as_split(val, "val")
     mask_map = None if masks is None else {"test": torch.as_tensor(np.asarray(masks))}
-    return dataset_from_arrays(name, splits, class_names=None if class_names is None else list(class_names),
-                               masks=mask_map)
+    return dataset_from_arrays(
+        name, splits, class_names=None if class_names is None else list(class_names), masks=mask_map
+    )
 
 
 def _attach_metadata(dataset: Dataset, metadata: Any) -> None:

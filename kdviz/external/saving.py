@@ -47,8 +47,14 @@ def model_spec(
         source = {"program": save_program(model.net, example, home)}
     layers = [n if n == PENULTIMATE else n.removeprefix("net.") for n in model.feature_layer_names]
     cam = model.last_conv_layer.removeprefix("net.") if model.last_conv_layer else None
-    return {"arch": "external", "source": source, "output": output, "layers": layers, "cam_layer": cam,
-            "name": model.label}
+    return {
+        "arch": "external",
+        "source": source,
+        "output": output,
+        "layers": layers,
+        "cam_layer": cam,
+        "name": model.label,
+    }
 
 
 def save_pair(
@@ -109,8 +115,14 @@ def _check_rebuilds(role: str, spec: dict[str, Any], state: dict[str, torch.Tens
     net = build_net(source, home, trusted=True)  # the caller named this factory; a server must allow it itself
     example = pair.dataset.x_test[:2]
     rebuilt = ExternalModel(
-        net, example, num_classes=pair.dataset.num_classes, input_kind=pair.dataset.input_kind,
-        output=spec["output"], layers=spec["layers"], cam_layer=spec["cam_layer"], label=spec["name"],
+        net,
+        example,
+        num_classes=pair.dataset.num_classes,
+        input_kind=pair.dataset.input_kind,
+        output=spec["output"],
+        layers=spec["layers"],
+        cam_layer=spec["cam_layer"],
+        label=spec["name"],
     )
     try:
         rebuilt.load_state_dict(state)

@@ -73,8 +73,10 @@ def check_model_spec(spec: Any, field: str = "student") -> dict[str, Any]:
                 raise ConfigProblem(f"{field}.source must be {wanted}, got {source!r}")
             if not isinstance(kwargs, Mapping):
                 raise ConfigProblem(f"{field}.source.kwargs must be a dict, got {kwargs!r}")
-        elif set(source) != {"program"} or not isinstance(source["program"], str) or not SHA256.fullmatch(
-            source["program"]
+        elif (
+            set(source) != {"program"}
+            or not isinstance(source["program"], str)
+            or not SHA256.fullmatch(source["program"])
         ):
             raise ConfigProblem(f"{field}.source must name a factory or a program (a 64-hex id), got {source!r}")
     try:
@@ -162,9 +164,7 @@ def listing_problem(config: Any, summary: Any) -> str | None:
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)):
         return f"its train_subset is not a whole number: {subset!r}"
     teachers = [config.get("teacher")] + list(config.get("teachers") or [])
-    if not all(t is None or isinstance(t, str) for t in teachers) or not isinstance(
-        config.get("teachers") or [], list
-    ):
+    if not all(t is None or isinstance(t, str) for t in teachers) or not isinstance(config.get("teachers") or [], list):
         return "its teacher ids are not strings"
     for key in ("test_accuracy", "test_ece", "test_agreement", "params"):
         if key in summary and summary[key] is not None and not _is_number(summary[key]):

@@ -230,7 +230,7 @@ class PointsWorkspace:
         x = torch.tensor((self.raw_train - mean) / std, dtype=torch.float32)
         self.data = SimpleNamespace(
             name="toy", input_kind="points", input_shape=(2,), class_names=["left", "right"], spec={},
-            normalization={"mean": mean.tolist(), "std": std.tolist()}, x=x,
+            feature_names=None, normalization={"mean": mean.tolist(), "std": std.tolist()}, x=x,
         )  # fmt: skip
         # teacher: class 1 when the first normalised feature > 0.5; student: when the second is
         self.models = {"t": torch.nn.Linear(2, 2), "s": torch.nn.Linear(2, 2)}

@@ -35,6 +35,7 @@ def test_saved_upload_reloads_by_spec(home: Path):
     np.testing.assert_array_equal(again.x_train.numpy(), dataset.x_train.numpy())
     assert [m["spec"] for m in list_uploads()] == [spec]
     assert save_upload("My Data.csv", _csv(), label_column="label")[0] == spec  # idempotent
+    assert again.feature_names == ["a", "b"]  # the columns' names survive the upload's own spec
 
 
 def test_bad_files_are_refused_and_nothing_is_written(home: Path):

@@ -68,6 +68,7 @@ class Dataset:
     extra_splits: dict[str, Split] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     vocabulary: list[str] | None = None  # text only: token strings by id
+    feature_names: list[str] | None = None  # tabular data read from a file: its columns, in feature order
 
     @property
     def num_classes(self) -> int:

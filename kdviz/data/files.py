@@ -354,6 +354,8 @@ def load_csv(
     dataset.spec = _source_spec(
         "csv", name, data, label_column=label_column, seed=seed, feature_names=features, **options
     )
+    if features:  # also outside the spec: an upload's spec (kdviz.data.uploads) replaces this one
+        dataset.feature_names = [str(f) for f in features]
     return dataset
 
 

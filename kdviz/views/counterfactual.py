@@ -277,7 +277,7 @@ def sweep_factor(
 def feature_names(ws: Workspace, run_id: str) -> list[str]:
     """The input features' names: a CSV's column names, else x1, x2, …"""
     data = ws.dataset(run_id)
-    names = data.spec.get("feature_names") if isinstance(data.spec, dict) else None
+    names = data.feature_names or (data.spec.get("feature_names") if isinstance(data.spec, dict) else None)
     n = int(data.input_shape[0])
     if isinstance(names, list) and len(names) == n:
         return [str(name) for name in names]

@@ -187,6 +187,20 @@ def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
     )
 
 
+def read_csv_table(data: bytes, **options: Any) -> Any:
+    """`pandas.read_csv` of UTF-8 bytes (with `options`); its failures become `DatasetError`s saying what is wrong."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(io.BytesIO(data), encoding="utf-8", **options)
+    except UnicodeDecodeError as error:
+        raise DatasetError(_not_utf8(data, error)) from error
+    except pd.errors.EmptyDataError as error:
+        raise DatasetError("has no header row or data") from error
+    except (pd.errors.ParserError, ValueError) as error:
+        raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
+
+
 def _csv_header(data: bytes) -> list[str]:
     """The header row's names as written (before pandas renames duplicates to 'a.1' and blanks to 'Unnamed: 0')."""
     import csv
@@ -287,17 +301,10 @@ def load_csv(
     with _about(name):
         _check_text(data)
         header = _csv_header(data)
-        try:
-            # index_col=False: a trailing comma on every data row is not read as an index column
-            with warnings.catch_warnings():  # longer rows are checked by _check_row_lengths
-                warnings.simplefilter("ignore", pd.errors.ParserWarning)
-                table = pd.read_csv(io.BytesIO(data), encoding="utf-8", index_col=False)
-        except UnicodeDecodeError as error:
-            raise DatasetError(_not_utf8(data, error)) from error
-        except pd.errors.EmptyDataError as error:
-            raise DatasetError("has no header row or data") from error
-        except (pd.errors.ParserError, ValueError) as error:
-            raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
+        # index_col=False: a trailing comma on every data row is not read as an index column
+        with warnings.catch_warnings():  # longer rows are checked by _check_row_lengths
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            table = read_csv_table(data, index_col=False)
         columns = [str(column) for column in table.columns]
         _check_header(header, label_column)
         _check_row_lengths(data, len(header))

@@ -12,7 +12,6 @@ a known human label distribution (stored as `true_posterior_*`, like `gaussians`
 
 from __future__ import annotations
 
-import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -335,23 +334,17 @@ def load_text_csv(
         _check_text,
         _count,
         _encode_labels,
-        _not_utf8,
         _read_source,
         _source_spec,
+        read_csv_table,
     )
 
     data, name = _read_source(source, filename, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
     seed = check_seed(seed)
     with _about(name):
         _check_text(data)
-        try:  # every cell as written: "NA" is a word here, not a missing value
-            table = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype=str, keep_default_na=False)
-        except UnicodeDecodeError as error:
-            raise DatasetError(_not_utf8(data, error)) from error
-        except pd.errors.EmptyDataError as error:
-            raise DatasetError("has no header row or data") from error
-        except (pd.errors.ParserError, ValueError) as error:
-            raise DatasetError(f"could not be parsed as CSV: {str(error).strip()}") from error
+        # every cell as written: "NA" is a word here, not a missing value
+        table = read_csv_table(data, dtype=str, keep_default_na=False)
         columns = [str(c) for c in table.columns]
         if text_column == label_column:
             raise DatasetError(f"text_column and label_column are both {text_column!r}; they must differ")

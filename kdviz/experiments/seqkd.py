@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,7 +327,8 @@ def _fmt_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{LABELS[m]} {metrics[m]:.3f}" for m in METRICS if m in metrics)
 
 
-def _cell(mean: Any, half: Any, digits: int) -> str:
+def _cell(mean: Any, half: Any, metric: str) -> str:
+    digits = 1 if metric.startswith("bleu") else 3
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
     if half is None or (isinstance(half, float) and math.isnan(half)):
@@ -335,16 +336,21 @@ def _cell(mean: Any, half: Any, digits: int) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
+def summary_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Teacher, then per method: "model", "runs" and every metric's mean ± 95 % half-interval as text
+    (keyed by its label; BLEU to 1 decimal, the others to 3; "—" where a metric is missing)."""
+    teacher = result["teacher"]
+    rows = [{"model": "teacher", "runs": 1, **{LABELS[m]: _cell(teacher.get(m), None, m) for m in METRICS}}]
+    for row in result["summary"]:
+        cells = {LABELS[m]: _cell(row.get(f"{m}_mean"), row.get(f"{m}_half"), m) for m in METRICS}
+        rows.append({"model": row["method"], "runs": row["n"], **cells})
+    return rows
+
+
 def format_seqkd_table(result: dict[str, Any]) -> str:
     """The experiment's table as text: teacher, then per method mean ± 95 % half-interval; then the tests."""
     header = ["model", "runs", *[LABELS[m] for m in METRICS]]
-    digits = {m: 1 if m.startswith("bleu") else 3 for m in METRICS}
-    teacher = result["teacher"]
-    lines = [["teacher", "1", *[_cell(teacher.get(m), None, digits[m]) for m in METRICS]]]
-    for row in result["summary"]:
-        lines.append(
-            [row["method"], str(row["n"]), *[_cell(row[f"{m}_mean"], row[f"{m}_half"], digits[m]) for m in METRICS]]
-        )
+    lines = [[str(row[column]) for column in header] for row in summary_rows(result)]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *lines])
     text += f"\nreferences' own multimodality: {result['reference_multimodality']:.3f}\n"

@@ -6,7 +6,6 @@ Results come from ``sample_models/seqkd/results.json``, written by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,31 +38,9 @@ def load_results(path: Path | str = SHIPPED) -> dict[str, Any] | None:
     return seqkd.read_results(path)
 
 
-def _cell(mean: Any, half: Any, digits: int) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    if half is None or (isinstance(half, float) and math.isnan(half)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
 def summary_table(result: Mapping[str, Any]) -> pd.DataFrame:
     """Teacher and per method: runs and mean ± 95 % half-interval of every metric (BLEU 1 decimal, others 3)."""
-    rows = [
-        {
-            "model": "teacher",
-            "runs": 1,
-            **{seqkd.LABELS[m]: _cell(result["teacher"].get(m), None, _digits(m)) for m in seqkd.METRICS},
-        }
-    ]
-    for row in result["summary"]:
-        cells = {seqkd.LABELS[m]: _cell(row.get(f"{m}_mean"), row.get(f"{m}_half"), _digits(m)) for m in seqkd.METRICS}
-        rows.append({"model": row["method"], "runs": row["n"], **cells})
-    return pd.DataFrame(rows)
-
-
-def _digits(metric: str) -> int:
-    return 1 if metric.startswith("bleu") else 3
+    return pd.DataFrame(seqkd.summary_rows(result))
 
 
 def tests_table(result: Mapping[str, Any]) -> pd.DataFrame:

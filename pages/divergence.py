@@ -373,6 +373,23 @@ st.subheader("Counterfactuals: change the sample, watch every model")
 cf_roles = {"teacher": teacher_id, **{role: selection.roles[role] for role in students}}
 cf_names = {role: ROLE_TITLES.get(role, role) for role in cf_roles}
 cf_colours = {cf_names[role]: role for role in cf_roles}
+
+
+def show_edit(edit, what: str, kind: str) -> str:
+    """Bars of every model's probability of the true class before and after an edit (a sentence or a point,
+    `what` in the title); returns the line of what each model now predicts."""
+    label = int(ws.labels(teacher_id)[int(sample)])
+    original = {cf_names[r]: ws.probs(rid)[int(sample)] for r, rid in cf_roles.items()}
+    chart(
+        counterfactual_bars(
+            original, {cf_names[r]: p for r, p in edit.probs.items()}, class_names, label, roles=cf_colours,
+            title=f"Probability of the true class: {what}",
+        ),
+        key=f"div_cf_{kind}_bars", name=f"counterfactual-{kind}-{sample}",
+    )  # fmt: skip
+    return " · ".join(f"{cf_names[r]} predicts **{class_names[k]}**" for r, k in edit.predictions().items())
+
+
 cf_kind = None
 with guard("check which counterfactuals this data allows"):
     cf_kind = cfv.counterfactual_kind(ws, teacher_id)
@@ -386,16 +403,7 @@ if cf_kind == "text":
     )
     with guard("read the edited sentence"):
         edited = cfv.evaluate_text(ws, cf_roles, sentence)
-        label = int(ws.labels(teacher_id)[int(sample)])
-        original = {cf_names[r]: ws.probs(rid)[int(sample)] for r, rid in cf_roles.items()}
-        chart(
-            counterfactual_bars(
-                original, {cf_names[r]: p for r, p in edited.probs.items()}, class_names, label,
-                roles=cf_colours, title="Probability of the true class: the test sentence and your edit",
-            ),
-            key="div_cf_text_bars", name=f"counterfactual-text-{sample}",
-        )  # fmt: skip
-        said = " · ".join(f"{cf_names[r]} predicts **{class_names[k]}**" for r, k in edited.predictions().items())
+        said = show_edit(edited, "the test sentence and your edit", "text")
         notes = []
         if edited.unknown:
             notes.append(f"not in the vocabulary (read as <unk>): {', '.join(edited.unknown)}")
@@ -531,19 +539,7 @@ else:
     if point is not None:
         with guard("evaluate the edited point"):
             moved = cfv.evaluate_point(ws, cf_roles, point)
-            label = int(ws.labels(teacher_id)[int(sample)])
-            original = {cf_names[r]: ws.probs(rid)[int(sample)] for r, rid in cf_roles.items()}
-            chart(
-                counterfactual_bars(
-                    original, {cf_names[r]: p for r, p in moved.probs.items()}, class_names, label,
-                    roles=cf_colours, title="Probability of the true class: the sample and the edited point",
-                ),
-                key="div_cf_point_bars", name=f"counterfactual-point-{sample}",
-            )  # fmt: skip
-            st.markdown(
-                "On the edited point: "
-                + " · ".join(f"{cf_names[r]} predicts **{class_names[k]}**" for r, k in moved.predictions().items())
-            )
+            st.markdown("On the edited point: " + show_edit(moved, "the sample and the edited point", "point"))
         with guard("find the nearest counterfactual"):
             pair = {"teacher": teacher_id, student_role: student_id}
             nearest = cfv.nearest_training_counterfactual(

@@ -24,7 +24,7 @@ from kdviz.distill.inputs import model_inputs
 from kdviz.lru import BoundedCache
 from kdviz.models import KDModel, build_model
 from kdviz.samples import SAMPLES_DIR, install_samples, sample_roles
-from kdviz.store import RunRecord, RunStore
+from kdviz.store import RunRecord, RunStore, spec_name
 
 T = TypeVar("T")
 ROLE_ORDER = ("teacher", "scratch", "distilled", "self")
@@ -77,11 +77,6 @@ class Selection:
 
     def students(self) -> dict[str, str]:
         return {role: run for role, run in self.roles.items() if role != "teacher"}
-
-
-def _dataset_name(spec: Any) -> Any:
-    """A config's dataset name (a spec dict's "name", or the value itself), as the store's index files it."""
-    return spec.get("name") if isinstance(spec, dict) else spec
 
 
 def _own_pair_roles(runs: list[RunRecord]) -> dict[str, str]:
@@ -144,7 +139,7 @@ class Workspace:
         records = entry[2]
         if not dataset:
             return list(records)
-        return [r for r in records if _dataset_name(r.config.get("dataset")) == dataset]
+        return [r for r in records if spec_name(r.config.get("dataset")) == dataset]  # as the store's index files it
 
     def datasets(self) -> list[str]:
         """Names of datasets that have at least one run, sample datasets first."""

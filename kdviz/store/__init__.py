@@ -16,7 +16,7 @@ from kdviz.store.errors import (
     RunNotFoundError,
     RunStoreError,
 )
-from kdviz.store.runs import RunRecord, RunStore
+from kdviz.store.runs import RunRecord, RunStore, spec_name
 
 __all__ = [
     "CheckpointNotFoundError",
@@ -31,4 +31,5 @@ __all__ = [
     "RunStoreError",
     "canonical_json",
     "config_hash",
+    "spec_name",
 ]

@@ -134,7 +134,7 @@ class RunRecord:
     name: str | None
 
 
-def _spec_name(value: Any) -> str | None:
+def spec_name(value: Any) -> str | None:
     """'shapes' for both ``"shapes"`` and ``{"name": "shapes", ...}``."""
     if isinstance(value, str):
         return value
@@ -152,11 +152,11 @@ def index_fields(config: dict[str, Any]) -> dict[str, str | None]:
     kind = config.get("kind") if isinstance(config.get("kind"), str) else None
     if kind is None:
         kind = "student" if config.get("teacher") else "standalone"
-    return {"kind": kind, "method": _spec_name(config.get("method")), "dataset": _spec_name(config.get("dataset"))}
+    return {"kind": kind, "method": spec_name(config.get("method")), "dataset": spec_name(config.get("dataset"))}
 
 
 def _matches(value: Any, wanted: Any) -> bool:
-    return value == wanted or _spec_name(value) == wanted
+    return value == wanted or spec_name(value) == wanted
 
 
 class RunStore:

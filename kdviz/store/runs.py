@@ -645,9 +645,7 @@ class RunStore:
     # -- training claims (several app processes on one store) -------------------------------------
 
     def _claim_path(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-            raise ValueError(f"{run_id!r} is not a run id (16 hex digits)")
-        return self.claims_dir / run_id
+        return self.claims_dir / self._run_dir(run_id).name  # _run_dir checks that it is a run id
 
     def claim(self, run_id: str) -> bool:
         """Claim the training of `run_id` for this process; False while another live process holds it.
